@@ -1,0 +1,244 @@
+"""Read ReaxFF ``params`` files: which ffield parameters to fit, with a step and bounds.
+
+Each line reads ``section entry parameter step bound bound [! comment]``; ``#`` comments out
+the rest of a line. ``section`` numbers follow ``reaxopt.io.ffield.SECTIONS`` (1 general,
+2 atoms, 3 bonds, 4 off-diagonal, 5 angles, 6 torsions, 7 hydrogen bonds); ``entry`` is the
+1-based row within that section of the ffield, and ``parameter`` the 1-based position within the
+entry's values in file order (atom 1..32, 33..34 with lgvdw; bond 1..16 over its two lines;
+off-diagonal 1..6, 7 with lgvdw; angle 1..7; torsion 1..7; hydrogen bond 1..4).
+
+General parameters: the ReaxFF manual's example (``1 1 1 ... !1st general parameter``,
+``1 2 1 ... !2nd general parameter``) and JAX-ReaxFF both write general parameter n as
+``1 n 1`` -- each general parameter is its own row of the ffield. ``1 1 n`` is accepted as
+well and means the same; both are stored as entry n, parameter 1.
+
+The manual writes the maximum before the minimum; real files mostly write the minimum first.
+Either order is accepted: ``lower`` is the smaller bound, ``upper`` the larger. ``step`` is the
+search interval ReaxFF's parabolic search uses around the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from reaxopt.errors import InputError
+from reaxopt.io.ffield import SECTIONS, FField
+
+# Usual ReaxFF names of the values, in file order (LAMMPS's reaxff_ffield.cpp / reaxff_types.h and
+# the ffield header comments). None marks a value LAMMPS reads past without using.
+GENERAL_NAMES = (
+    "p_boc1", "p_boc2", "p_coa2", "p_trip4", "p_trip3", "kc2", "p_ovun6", "p_trip2", "p_ovun7",
+    "p_ovun8", "p_trip1", "swa", "swb", None, "p_val6", "p_lp1", "p_val9", "p_val10", None,
+    "p_pen2", "p_pen3", "p_pen4", None, "p_tor2", "p_tor3", "p_tor4", None, "p_cot2", "p_vdW1",
+    "bo_cut_x100", "p_coa4", "p_ovun4", "p_ovun3", "p_val8", "bond_softness", "lg_re_scale",
+    None, None, "p_coa3",
+)
+ATOM_NAMES = (
+    "r_s", "valency", "mass", "r_vdw", "epsilon", "gamma", "r_pi", "valency_e",
+    "alpha", "gamma_w", "valency_boc", "p_ovun5", None, "chi", "eta", "p_hbond",
+    "r_pi_pi", "p_lp2", None, "p_boc4", "p_boc3", "p_boc5", "bcut_acks2", None,
+    "p_ovun2", "p_val3", None, "valency_val", "p_val5", "rcore2", "ecore2", "acore2",
+    "lgcij", "lgre",
+)
+BOND_NAMES = (
+    "De_s", "De_p", "De_pp", "p_be1", "p_bo5", "v13cor", "p_bo6", "p_ovun1",
+    "p_be2", "p_bo3", "p_bo4", None, "p_bo1", "p_bo2", "ovc", None,
+)
+OFFDIAGONAL_NAMES = ("D", "r_vdw", "alpha", "r_s", "r_pi", "r_pi_pi", "lgcij")
+ANGLE_NAMES = ("theta_00", "p_val1", "p_val2", "p_coa1", "p_val7", "p_pen1", "p_val4")
+TORSION_NAMES = ("V1", "V2", "V3", "p_tor1", "p_cot1", None, None)
+HBOND_NAMES = ("r0_hb", "p_hb1", "p_hb2", "p_hb3")
+
+PARAMETER_NAMES = {"general": GENERAL_NAMES, "atoms": ATOM_NAMES, "bonds": BOND_NAMES,
+                   "offdiagonal": OFFDIAGONAL_NAMES, "angles": ANGLE_NAMES,
+                   "torsions": TORSION_NAMES, "hbonds": HBOND_NAMES}
+
+# Words for messages and labels: (singular, plural).
+_WORDS = {"general": ("general parameter", "general parameters"), "atoms": ("atom", "atoms"),
+          "bonds": ("bond", "bonds"), "offdiagonal": ("off-diagonal", "off-diagonal entries"),
+          "angles": ("angle", "angles"), "torsions": ("torsion", "torsions"),
+          "hbonds": ("hydrogen bond", "hydrogen bonds")}
+_LABEL_WORDS = {"general": "general", "atoms": "atom", "bonds": "bond", "offdiagonal": "offdiag",
+                "angles": "angle", "torsions": "torsion", "hbonds": "hbond"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter to fit: where it sits in the ffield, its search step and its bounds.
+
+    section: 1..7 (``SECTIONS``); entry: 1-based row in that section (for section 1 the number of
+    the general parameter); parameter: 1-based position in the entry's values (1 for section 1);
+    lower <= upper; line: the params-file line; label: e.g. ``bond C-S p_bo1``.
+    """
+
+    section: int
+    entry: int
+    parameter: int
+    step: float
+    lower: float
+    upper: float
+    line: int
+    label: str
+
+    @property
+    def section_name(self) -> str:
+        return SECTIONS[self.section]
+
+
+def read_params(path: str | os.PathLike, ffield: FField) -> list[ParamSpec]:
+    """Read a params file and check every selection against ``ffield``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError("params file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the params file ({exc})", file=path) from None
+    return parse_params(text, ffield, path)
+
+
+def parse_params(text: str, ffield: FField, path: str | os.PathLike = "<params>") -> list[ParamSpec]:
+    """Parse the text of a params file against ``ffield``; errors name ``path`` and the line."""
+    path = str(path)
+    specs, seen = [], {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        content = re.split(r"[#!]", raw, maxsplit=1)[0]
+        if not content.strip():
+            continue
+        spec = _spec(content, ffield, path, number)
+        key = (spec.section, spec.entry, spec.parameter)
+        if key in seen:
+            raise InputError(f"{spec.label} is selected twice, on lines {seen[key]} and {number}; "
+                             "keep one", file=path, line=number)
+        seen[key] = number
+        specs.append(spec)
+    return specs
+
+
+def _spec(content: str, ffield: FField, path: str, number: int) -> ParamSpec:
+    def error(message: str) -> InputError:
+        return InputError(message, file=path, line=number)
+
+    fields = content.split()
+    if len(fields) == 5:
+        fields = _fixed_width(content) or fields
+    if len(fields) != 6:
+        raise error(f"a params line takes 'section entry parameter step bound bound' (6 fields); "
+                    f"found {len(fields)}: '{content.strip()}'")
+    try:
+        section, entry, parameter = (int(f) for f in fields[:3])
+    except ValueError:
+        raise error(f"section, entry and parameter must be integers, found "
+                    f"'{' '.join(fields[:3])}'") from None
+    try:
+        step, bound1, bound2 = (float(f) for f in fields[3:])
+    except ValueError:
+        raise error(f"step and bounds must be numbers, found '{' '.join(fields[3:])}'") from None
+    if not all(math.isfinite(v) for v in (step, bound1, bound2)):
+        raise error(f"step and bounds must be finite numbers, found '{' '.join(fields[3:])}'")
+    if section not in SECTIONS:
+        raise error(f"unknown section {section}; expected 1 (general), 2 (atoms), 3 (bonds), "
+                    "4 (off-diagonal), 5 (angles), 6 (torsions) or 7 (hydrogen bonds)")
+    name = SECTIONS[section]
+    if name == "general":
+        entry, parameter = _general_indices(entry, parameter, error)
+    rows = ffield.section(name)
+    singular, plural = _WORDS[name]
+    if not 1 <= entry <= len(rows):
+        raise error(f"params line {number} points at {singular} {entry}, but the ffield has "
+                    f"{len(rows)} {plural}")
+    n_values = 1 if name == "general" else len(rows[entry - 1].values)
+    if not 1 <= parameter <= n_values:
+        raise error(f"parameter {parameter} is out of range: a {singular} entry has {n_values} "
+                    f"values (1..{n_values})")
+    if step <= 0:
+        raise error(f"the step must be positive, found {fields[3]}")
+    lower, upper = min(bound1, bound2), max(bound1, bound2)
+    spec = ParamSpec(section, entry, parameter, step, lower, upper, number,
+                     parameter_label(ffield, section, entry, parameter))
+    value = get_value(ffield, spec)
+    if lower == upper:
+        warnings.warn(f"{path}, line {number}: {spec.label} has equal bounds ({lower}); it cannot "
+                      "move", stacklevel=3)
+    if not lower <= value <= upper:
+        warnings.warn(f"{path}, line {number}: {spec.label} starts at {value}, outside its bounds "
+                      f"[{lower}, {upper}]; fitting clips it into them", stacklevel=3)
+    if _name(name, entry, parameter) is None:
+        warnings.warn(f"{path}, line {number}: {spec.label} is not used by ReaxFF as LAMMPS "
+                      "computes it; fitting it has no effect", stacklevel=3)
+    return spec
+
+
+def _fixed_width(content: str) -> list[str] | None:
+    """Fields of a line written with the manual's 3i3 format, where an index of 100 or more
+    runs into its neighbour (``  5104  1``); None if the line is not of that form."""
+    columns = [content[0:3], content[3:6], content[6:9]]
+    if not all(re.fullmatch(r" *\d+", c) for c in columns):
+        return None
+    fields = [c.strip() for c in columns] + content[9:].split()
+    return fields if len(fields) == 6 else None
+
+
+def _general_indices(entry: int, parameter: int, error) -> tuple[int, int]:
+    """General parameter n is written ``1 n 1`` (manual, JAX-ReaxFF) or ``1 1 n``."""
+    if parameter == 1:
+        return entry, 1
+    if entry == 1:
+        return parameter, 1
+    raise error(f"a general parameter is selected as '1 n 1' (or '1 1 n'); found entry {entry} "
+                f"and parameter {parameter}")
+
+
+def _name(section: str, entry: int, parameter: int) -> str | None:
+    names = PARAMETER_NAMES[section]
+    index = (entry if section == "general" else parameter) - 1
+    return names[index] if index < len(names) else None
+
+
+def _type_symbol(ffield: FField, t: int) -> str:
+    if t == 0:
+        return "X"
+    return ffield.atoms[t - 1].symbol if t <= len(ffield.atoms) else f"#{t}"
+
+
+def parameter_label(ffield: FField, section: int, entry: int, parameter: int) -> str:
+    """A readable name such as ``bond C-S p_bo1``, ``atom S r_s`` or ``general swb``."""
+    name = SECTIONS[section]
+    number = entry if name == "general" else parameter
+    what = _name(name, entry, parameter) or f"(unused {number})"
+    if name == "general":
+        return f"general {what}"
+    row = ffield.section(name)[entry - 1]
+    where = row.symbol if name == "atoms" else "-".join(_type_symbol(ffield, t) for t in row.types)
+    return f"{_LABEL_WORDS[name]} {where} {what}"
+
+
+def get_value(ffield: FField, spec: ParamSpec) -> float:
+    """The ffield's current value of the parameter ``spec`` selects."""
+    name = SECTIONS[spec.section]
+    if name == "general":
+        return ffield.general[spec.entry - 1]
+    return ffield.section(name)[spec.entry - 1].values[spec.parameter - 1]
+
+
+def set_values(ffield: FField, specs, values) -> FField:
+    """A copy of ``ffield`` with each selected parameter set to its value; the input is unchanged."""
+    out = copy.deepcopy(ffield)
+    for spec, value in zip(specs, values, strict=True):
+        name = SECTIONS[spec.section]
+        if name == "general":
+            out.general[spec.entry - 1] = float(value)
+        else:
+            out.section(name)[spec.entry - 1].values[spec.parameter - 1] = float(value)
+    return out
+
+
+def set_value(ffield: FField, spec: ParamSpec, value: float) -> FField:
+    """A copy of ``ffield`` with the parameter ``spec`` selects set to ``value``."""
+    return set_values(ffield, [spec], [value])
