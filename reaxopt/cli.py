@@ -1,0 +1,189 @@
+"""The ``reaxopt`` command line.
+
+Every command is a click command on the ``main`` group. The group maps bad input to one
+paragraph on stderr starting ``error:`` and exit code 2, so commands never catch errors
+themselves; ``reaxopt -v ...`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+import yaml
+
+from reaxopt import __version__
+from reaxopt.errors import InputError
+
+CONFIG_REFERENCE = "configs/README.md"
+
+
+class _Failure(click.ClickException):
+    """Bad input, reported as ``error: <message>`` with exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(str(exc).split())  # one paragraph
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about the inputs as one line, ``warning: ...``, without the code location."""
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+class _Group(click.Group):
+    """A group whose every subcommand reports bad input the same way."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
+        except (InputError, OSError, yaml.YAMLError) as exc:
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            raise _Failure(_message(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="reaxopt",
+                      message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Print the full traceback along with error messages (for debugging).")
+def main(verbose: bool) -> None:
+    """Fit ReaxFF reactive force fields to quantum-chemistry data with exact JAX gradients.
+
+    Runs are described by a YAML configuration file; see configs/README.md for every key.
+    """
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def check(config: Path) -> None:
+    """Read CONFIG and every file it names, check them, and print a summary.
+
+    The summary lists the structures (count, atoms per structure, periodic cells, run types),
+    the training-set items per section, and the parameters selected for fitting with their
+    current values and bounds. Exits with status 2 and a one-paragraph message on bad input.
+
+    CONFIG is a YAML file; configs/README.md documents every key, its default and units.
+    """
+    from reaxopt.config import load_config
+    from reaxopt.inputs import load_inputs
+
+    inputs = load_inputs(load_config(config))
+    click.echo(inputs.summary(), nl=False)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def convert_text(*, ffield: Path, params: Path, geo: Path, trainset: Path, output: Path,
+                 validation_geo: Path | None = None,
+                 validation_trainset: Path | None = None) -> str:
+    """A commented YAML config for classic inputs, paths relative to ``output``'s directory."""
+    from reaxopt.config import (EnergyConfig, LossConfig, MinimizeConfig, OptimizerConfig)
+
+    base = output.resolve().parent
+
+    def scalar(value) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
+            "\n...").removesuffix("...").strip()
+
+    def rel(path: Path) -> str:
+        return scalar(_relative(path.resolve(), base))
+
+    lines = [f"# reaxopt configuration written by `reaxopt convert` (reaxopt {__version__}).",
+             f"# Every key, its default and units: {CONFIG_REFERENCE}.",
+             "# Paths are relative to this file's directory.",
+             f"force_field: {rel(ffield)}",
+             f"params: {rel(params)}",
+             f"geo: {rel(geo)}",
+             f"trainset: {rel(trainset)}"]
+    if validation_geo is not None:
+        lines += ["validation:",
+                  f"  geo: {rel(validation_geo)}",
+                  f"  trainset: {rel(validation_trainset)}"]
+    lines.append("output_dir: reaxopt_output")
+    for name, section in (("optimizer", OptimizerConfig()), ("minimize", MinimizeConfig()),
+                          ("loss", LossConfig()), ("energy", EnergyConfig())):
+        lines.append(f"{name}:")
+        for key, value in vars(section).items():
+            if value is None:
+                lines.append(f"  # {key}: false    # default: taken from the force field")
+            else:
+                lines.append(f"  {key}: {scalar(value)}")
+    lines.append("clusters: auto")
+    return "\n".join(lines) + "\n"
+
+
+@main.command()
+@click.option("--ffield", "ffield", required=True, type=click.Path(path_type=Path),
+              help="ReaxFF force-field file to start from.")
+@click.option("--geo", required=True, type=click.Path(path_type=Path),
+              help="Training geometries (BGF 'geo' file, or any ASE-readable file).")
+@click.option("--trainset", required=True, type=click.Path(path_type=Path),
+              help="Training set (trainset.in) referring to the structures in --geo.")
+@click.option("--params", required=True, type=click.Path(path_type=Path),
+              help="Parameter selection file (params): which parameters to fit, step and bounds.")
+@click.option("--validation-geo", type=click.Path(path_type=Path),
+              help="Validation geometries (optional; needs --validation-trainset).")
+@click.option("--validation-trainset", type=click.Path(path_type=Path),
+              help="Validation training set (optional; needs --validation-geo).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="YAML config file to write; input paths in it are relative to its directory.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def convert(ffield: Path, geo: Path, trainset: Path, params: Path, validation_geo: Path | None,
+            validation_trainset: Path | None, output: Path, force: bool) -> None:
+    """Write a YAML config for classic ReaxFF inputs (ffield, geo, trainset.in, params).
+
+    The inputs are read and checked as `reaxopt check` would before OUTPUT is written
+    (atomically); optimizer settings are written with their defaults, ready to edit
+    (see configs/README.md). An existing OUTPUT is kept unless --force is given.
+    """
+    from reaxopt.config import config_from_dict, write_text_atomic
+    from reaxopt.inputs import load_inputs
+
+    if (validation_geo is None) != (validation_trainset is None):
+        raise InputError("--validation-geo and --validation-trainset go together; "
+                         "expected both or neither")
+    if output.is_dir():
+        raise InputError("expected a file name for the config to write, found a directory",
+                         file=output)
+    if output.exists() and not force:
+        raise InputError("the output file exists; expected a new file name, or --force to "
+                         "overwrite it", file=output)
+    if not output.resolve().parent.is_dir():
+        raise InputError("the output file's directory does not exist", file=output)
+    text = convert_text(ffield=ffield, params=params, geo=geo, trainset=trainset, output=output,
+                        validation_geo=validation_geo, validation_trainset=validation_trainset)
+    for option, path in (("--ffield", ffield), ("--geo", geo), ("--trainset", trainset),
+                         ("--params", params), ("--validation-geo", validation_geo),
+                         ("--validation-trainset", validation_trainset)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{option}: file not found", file=path)
+    # Check the config exactly as it will be read back from OUTPUT before writing it.
+    inputs = load_inputs(config_from_dict(yaml.safe_load(text), output))
+    write_text_atomic(output.resolve(), text)
+    n = len(inputs.training.structures)
+    click.echo(f"wrote {output} ({n} training structures, {len(inputs.params)} parameters to fit); "
+               f"check it with: reaxopt check {output}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
