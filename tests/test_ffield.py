@@ -136,3 +136,28 @@ def test_missing_ffield_file(tmp_path):
     with pytest.raises(InputError) as err:
         read_ffield(tmp_path / "nope")
     assert "not found" in str(err.value)
+
+
+def _cluster_of(ff, n_atoms: int = 6, seed: int = 0):
+    """A compact random cluster of the force field's real elements (not the dummy 'X')."""
+    elements = [s for s in ff.symbols if s.upper() != "X"][:3]
+    rng = np.random.default_rng(seed)
+    symbols = [elements[k % len(elements)] for k in range(n_atoms)]
+    grid = np.array([[x, y, z] for x in range(2) for y in range(2) for z in range(2)], float)
+    positions = 1.6 * grid[:n_atoms] + rng.uniform(-0.15, 0.15, (n_atoms, 3))
+    return symbols, positions
+
+
+def test_lammps_evaluates_what_we_wrote_like_the_original(shared_datasets, tmp_path):
+    from lammps_oracle import lammps_evaluate
+
+    for path in all_ffields(shared_datasets):
+        ff = read_ffield(path)
+        written = tmp_path / f"written_{path.name}"
+        write_ffield(ff, written)
+        symbols, positions = _cluster_of(ff)
+        original = lammps_evaluate(path, symbols, positions)
+        ours = lammps_evaluate(written, symbols, positions)
+        assert np.isfinite(original["energy"]), path.name
+        assert ours["energy"] == pytest.approx(original["energy"], rel=1e-12, abs=1e-9), path.name
+        np.testing.assert_allclose(ours["forces"], original["forces"], rtol=1e-10, atol=1e-9)
