@@ -185,5 +185,126 @@ def convert(ffield: Path, geo: Path, trainset: Path, params: Path, validation_ge
                f"check it with: reaxopt check {output}")
 
 
+@main.command()
+@click.option("--ffield", "ffield", required=True, type=click.Path(path_type=Path),
+              help="ReaxFF force-field file (its cutoffs decide the interaction lists).")
+@click.option("--geo", required=True, type=click.Path(path_type=Path),
+              help="Geometries (BGF 'geo' file, or any ASE-readable file).")
+@click.option("--clusters", "k", type=click.IntRange(min=1), default=None,
+              help="Number of clusters (compiled shapes); default: chosen automatically.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def cluster(ffield: Path, geo: Path, k: int | None, as_json: bool) -> None:
+    """Group the structures of the --geo file into padded shapes; report the padding cost.
+
+    Counts every structure's interactions (nonbonded pairs, bond candidates, angles, torsions,
+    hydrogen bonds), groups the structures into clusters that each compile once, and prints per
+    cluster its structures and padded sizes, with the padded and unpadded cost (work units of
+    one nonbonded pair; see reaxopt/cluster/clustering.py) and the compile count.
+    """
+    import json
+    import time
+
+    from reaxopt.cluster.clustering import cluster_structures, clustering_summary
+    from reaxopt.cluster.sizes import InteractionSizes, count_interactions, cutoffs_for
+    from reaxopt.forcefield import build_forcefield
+    from reaxopt.io.ffield import read_ffield
+    from reaxopt.io.geometry import read_geometries
+
+    params, topology = build_forcefield(read_ffield(ffield))
+    structures = read_geometries(geo)
+    cutoffs = cutoffs_for(params, topology)
+    start = time.perf_counter()
+    sizes = count_interactions(structures, params, topology, cutoffs=cutoffs)
+    seconds = time.perf_counter() - start
+    result = cluster_structures(sizes, k)
+    summary = clustering_summary(result, [s.name for s in structures])
+    summary["k_automatic"] = k is None
+    summary["counting_seconds"] = seconds
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    fields = InteractionSizes.fields()
+    header = ["cluster", "structures"] + [f.replace("_", " ") for f in fields] + ["cost share"]
+    rows = [[str(c["index"]), str(len(c["structures"]))] + [str(c["padded"][f]) for f in fields]
+            + [f"{100 * c['cost_share']:.1f} %"] for c in summary["clusters"]]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    chosen = "chosen automatically" if k is None else "as requested"
+    click.echo(f"{summary['structures']} structures in {result.n_clusters} clusters ({chosen}); "
+               f"padded sizes per cluster:")
+    for row in [header] + rows:
+        click.echo("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    click.echo(f"padded cost {summary['padded_cost']:.4g}, unpadded cost "
+               f"{summary['unpadded_cost']:.4g}: ratio {summary['ratio']:.3f}")
+    click.echo(f"compile count: {summary['compile_count']} (one per cluster shape); "
+               f"interactions counted in {seconds:.2f} s")
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True,
+              help="Continue the run from the checkpoint in the output directory.")
+def fit(config: Path, resume: bool) -> None:
+    """Fit the parameters CONFIG selects and write the results to its output directory.
+
+    Prints one line per optimizer iteration (iteration, loss, best, elapsed seconds). Writes
+    the best force field (ffield), report.csv/report.txt, history.csv, summary.json,
+    config.yaml and run.log, and a checkpoint after every outer step. SIGINT or SIGTERM
+    save the checkpoint and exit with status 130 or 143; --resume continues from it.
+    optimizer.steps 0 evaluates the given force field and writes the outputs.
+    """
+    from reaxopt.config import load_config
+    from reaxopt.fit import FitInterrupted, run_fit
+
+    _compilation_cache()
+    try:
+        run_fit(load_config(config), resume=resume)
+    except FitInterrupted as exc:
+        click.echo(f"reaxopt fit: {exc}; checkpoint saved to {exc.checkpoint}; continue with "
+                   f"`reaxopt fit {config} --resume`", err=True)
+        sys.exit(exc.exit_code)
+
+def _compilation_cache() -> None:
+    """Keep compiled functions on disk so that a second run on the same data starts at once.
+
+    The directory is $REAXOPT_CACHE_DIR (``off`` disables the cache), else
+    $XDG_CACHE_HOME/reaxopt/jax or ~/.cache/reaxopt/jax. JAX's own JAX_COMPILATION_CACHE_DIR
+    takes precedence when set.
+    """
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    where = os.environ.get("REAXOPT_CACHE_DIR")
+    if where is not None and where.strip().lower() == "off":
+        return
+    if not where:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                ".cache")
+        where = os.path.join(base, "reaxopt", "jax")
+    jax.config.update("jax_compilation_cache_dir", where)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command()
+@click.option("--ffield", "ffield", required=True, type=click.Path(path_type=Path),
+              help="ReaxFF force-field file (ffield).")
+@click.option("--geo", "geo", required=True, type=click.Path(path_type=Path),
+              help="Geometries: a BGF geo file or any file ASE reads (extxyz, ...).")
+@click.option("--output", "-o", "output", type=click.Path(path_type=Path), default=None,
+              help="Write the JSON lines here (atomically) instead of standard output.")
+def evaluate(ffield: Path, geo: Path, output: Path | None) -> None:
+    """Energy, per-term energies, forces and charges of every structure in GEO.
+
+    One JSON object per line and structure: name, energy (kcal/mol), terms (bond, over_under,
+    lone_pair, valence, penalty, coalition, hydrogen_bond, torsion, conjugation, van_der_waals,
+    coulomb, charge_equilibration; kcal/mol), forces (N x 3, kcal/mol/Å, at the equilibrated
+    charges as LAMMPS defines them) and charges (N, e). The terms are LAMMPS's `compute pair
+    reaxff` values: eb, ea (over+under), elp, ev, epen, ecoa, ehb, et, eco, ew, ep, eqeq.
+    """
+    from reaxopt.evaluate import evaluate_to_jsonl
+
+    n = evaluate_to_jsonl(ffield, geo, output if output is not None else sys.stdout)
+    if output is not None:
+        click.echo(f"wrote {n} structures to {output}", err=True)

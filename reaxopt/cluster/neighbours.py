@@ -1,0 +1,121 @@
+"""Half pair lists with periodic images (host side, numpy), and their padded device form.
+
+A pair (i, j, n) stands for the vector r_ij = x_j + n @ cell - x_i (n: integer image, cell: row
+vectors). Each unordered pair of atoms, images included, appears once: (i, j, n) with i < j, or
+i == j with n lexicographically positive (an atom and its own image, once per +-n pair). This is
+the pair set LAMMPS's ReaxFF sums its nonbonded terms and QEq matrix over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
+    """Distances (Å) between opposite faces of the cell: volume / area of each face."""
+    cell = np.asarray(cell, float)
+    volume = abs(np.linalg.det(cell))
+    areas = np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    return volume / areas
+
+
+def _image_grid(cell: np.ndarray, cutoff: float) -> np.ndarray:
+    """All integer images that can hold a neighbour of a wrapped atom within ``cutoff``."""
+    reach = np.ceil(cutoff / perpendicular_widths(cell)).astype(int)
+    axes = [np.arange(-m, m + 1) for m in reach]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def _lex_positive(n: np.ndarray) -> np.ndarray:
+    """True where the integer vector n is lexicographically > 0 (first nonzero entry positive)."""
+    first = np.where(n[:, 0] != 0, n[:, 0], np.where(n[:, 1] != 0, n[:, 1], n[:, 2]))
+    return first > 0
+
+
+def half_pair_images(positions, cell, cutoff: float):
+    """(i, j, images): every pair with |r_ij| < cutoff once; images (P, 3) int, zero for molecules.
+
+    positions: (N, 3) Å; cell: (3, 3) row vectors Å, or None for a molecule (no images).
+    Sorted by (i, j, image).
+    """
+    x = np.asarray(positions, float)
+    if cell is None:
+        pairs = cKDTree(x).query_pairs(cutoff, output_type="ndarray")
+        i, j = pairs[:, 0], pairs[:, 1]
+        keep = np.linalg.norm(x[j] - x[i], axis=1) < cutoff
+        i, j = i[keep], j[keep]
+        images = np.zeros((len(i), 3), int)
+    else:
+        cell = np.asarray(cell, float)
+        # wrap into the cell so that a small image grid suffices; remember each atom's wrap
+        frac = x @ np.linalg.inv(cell)
+        wrap = np.floor(frac).astype(int)
+        xw = (frac - wrap) @ cell
+        grid = _image_grid(cell, cutoff)
+        copies = (xw[None, :, :] + (grid @ cell)[:, None, :]).reshape(-1, 3)
+        found = cKDTree(xw).sparse_distance_matrix(cKDTree(copies), cutoff,
+                                                   output_type="ndarray")
+        i = found["i"].astype(int)
+        n_atoms = len(x)
+        image_index, j = np.divmod(found["j"].astype(int), n_atoms)
+        n = grid[image_index]
+        keep = (found["v"] < cutoff) & ((i < j) | ((i == j) & _lex_positive(n)))
+        i, j, n = i[keep], j[keep], n[keep]
+        images = n - wrap[j] + wrap[i]  # back to the unwrapped positions
+        # the distance test again in the caller's frame (roundoff near the cutoff)
+        r = np.linalg.norm(x[j] + images @ cell - x[i], axis=1)
+        keep = r < cutoff
+        i, j, images = i[keep], j[keep], images[keep]
+    order = np.lexsort((images[:, 2], images[:, 1], images[:, 0], j, i))
+    return i[order], j[order], images[order]
+
+
+def half_pairs(positions, cell, cutoff: float):
+    """(i, j, shift): every pair with |r_ij| < cutoff once, r_ij = x_j + shift - x_i (shift in Å)."""
+    i, j, images = half_pair_images(positions, cell, cutoff)
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, float)
+    return i, j, images @ cell
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class PairList:
+    """A padded half pair list on the device.
+
+    i, j: (P,) int atom indices (padding points at atom 0 with mask False); images: (P, 3) float
+    integer images (r_ij = x_j + images @ cell - x_i); mask: (P,) bool.
+    """
+
+    i: jax.Array
+    j: jax.Array
+    images: jax.Array
+    mask: jax.Array
+
+
+def pad_pairs(i, j, images, n_pairs: int) -> PairList:
+    """Pad a host pair list to ``n_pairs`` entries (numpy arrays; convert with jnp.asarray)."""
+    count = len(i)
+    if count > n_pairs:
+        raise ValueError(f"{count} pairs do not fit in {n_pairs} slots")
+    pad = n_pairs - count
+    return PairList(
+        i=np.concatenate([np.asarray(i, np.int32), np.zeros(pad, np.int32)]),
+        j=np.concatenate([np.asarray(j, np.int32), np.zeros(pad, np.int32)]),
+        images=np.concatenate([np.asarray(images, float).reshape(-1, 3), np.zeros((pad, 3))]),
+        mask=np.concatenate([np.ones(count, bool), np.zeros(pad, bool)]),
+    )
+
+
+def pair_vectors(positions, cell, pairs: PairList):
+    """(r_ij vectors (P, 3), distances (P,)) in Å; masked pairs get a safe unit distance.
+
+    cell: (3, 3) row vectors (zeros for a molecule). Differentiable in positions and cell.
+    """
+    d = positions[pairs.j] + pairs.images @ cell - positions[pairs.i]
+    d = jnp.where(pairs.mask[:, None], d, jnp.array([1.0, 0.0, 0.0]))
+    return d, jnp.sqrt(jnp.sum(d * d, axis=-1))

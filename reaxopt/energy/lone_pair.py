@@ -1,0 +1,30 @@
+"""Lone-pair energy (LAMMPS ``reaxff_multi_body.cpp``; compute pair reaxff ``elp``), kcal/mol.
+
+Per atom: p_lp2 Delta_lp / (1 + exp(-75 Delta_lp)) (also for atoms without bonds: LAMMPS's
+default ``enobonds yes``), plus LAMMPS's C2 correction: for each end of a bond between two atoms
+named "C", with D = Delta of that end, v = BO - D - 0.04 D^4, p_lp3 (v - 3)^2 where v > 3
+(only when p_lp3 = general 6 > 0.001).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from reaxopt.energy.bond_order import BondOrders
+from reaxopt.forcefield import ForceField
+
+
+def lone_pair_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders):
+    """Lone-pair energy incl. the C2 correction, kcal/mol."""
+    e_atom = ff.p_lp2[types] * bo.delta_lp / (1.0 + jnp.exp(-75.0 * bo.delta_lp))
+    e_lp = jnp.sum(jnp.where(atom_mask, e_atom, 0.0))
+
+    p_lp3 = ff.g(5)
+    carbon = jnp.asarray(topology.is_carbon)
+    cc = bo.bond & carbon[types[pairs.i]] & carbon[types[pairs.j]] & (p_lp3 > 0.001)
+    e_c2 = 0.0
+    for end in (pairs.i, pairs.j):
+        d = bo.delta[end]
+        vov3 = bo.bo - d - 0.040 * d ** 4
+        e_c2 = e_c2 + jnp.sum(jnp.where(cc & (vov3 > 3.0), p_lp3 * (vov3 - 3.0) ** 2, 0.0))
+    return e_lp + e_c2

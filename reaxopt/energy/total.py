@@ -1,0 +1,129 @@
+"""The ReaxFF energy of one padded structure: 12 terms, forces, QEq charges (kcal/mol, Å, e).
+
+The 12 terms and the LAMMPS quantities they equal (``compute pair reaxff``, 1-based as in LAMMPS's
+documentation; values 4 and 13 are always zero there):
+
+    bond (1 e_bond), over_under (2 e_ov + e_un), lone_pair (3 e_lp), valence (5 e_ang),
+    penalty (6 e_pen), coalition (7 e_coa), hydrogen_bond (8 e_hb), torsion (9 e_tor),
+    conjugation (10 e_con), van_der_waals (11 e_vdW), coulomb (12 e_ele),
+    charge_equilibration (14 e_pol).
+
+Charges come from the exact QEq solve (``reaxopt.energy.charges``). Two derivative paths:
+
+* forces: -dE/dx at FIXED charges, as LAMMPS computes them (the reported energy is not exactly
+  stationary in the charges, so this differs from the total derivative). ``energy_forces_charges``
+  takes the gradient of ``energy_at_charges`` in its positions argument with the charges passed as
+  a separate argument.
+* parameter gradients: total derivatives. The charges are a differentiable function of the
+  parameters (and positions), so jax.grad of any loss built from ``energy_terms`` or from
+  ``energy_forces_charges`` (forces included) sees the charges respond to the parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from reaxopt.cluster.neighbours import PairList, pair_vectors
+from reaxopt.energy import bonded
+from reaxopt.energy import charges as qeq
+from reaxopt.energy.nonbonded import coulomb_energy, vdw_energy
+from reaxopt.energy.taper import taper_coefficients
+from reaxopt.forcefield import ForceField, Params, Topology, expand
+
+TERMS = ("bond", "over_under", "lone_pair", "valence", "penalty", "coalition", "hydrogen_bond",
+         "torsion", "conjugation", "van_der_waals", "coulomb", "charge_equilibration")
+BONDED_TERMS = TERMS[:9]
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class System:
+    """One structure, padded, as the energy functions see it (all arrays; positions separate).
+
+    cell: (3, 3) row vectors Å (zeros for a molecule); types: (N,) int type index (padding: 0);
+    atom_mask: (N,) bool; total_charge: e; pairs: the nonbonded half pair list (cutoff swb);
+    lists: the bonded terms' lists (``reaxopt.cluster.lists``), or None for nonbonded only.
+    """
+
+    cell: Any
+    types: Any
+    atom_mask: Any
+    total_charge: Any
+    pairs: PairList
+    lists: Any = None
+
+
+def _pair_geometry(positions, system: System):
+    _, r = pair_vectors(positions, system.cell, system.pairs)
+    return r, system.types[system.pairs.i], system.types[system.pairs.j]
+
+
+def equilibrate_charges(positions, system: System, ff: ForceField):
+    """QEq charges (N,) in e; differentiable in positions and force-field tables."""
+    r, ti, tj = _pair_geometry(positions, system)
+    coefficients = taper_coefficients(ff.swa, ff.swb)
+    eta = ff.eta[system.types]
+    h = qeq.qeq_matrix(r, system.pairs.i, system.pairs.j, system.pairs.mask, ff.gamma[ti, tj],
+                       eta, system.atom_mask, coefficients)
+    return qeq.solve_charges(h, ff.chi[system.types], system.atom_mask, system.total_charge)
+
+
+def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology: Topology):
+    """van_der_waals, coulomb and charge_equilibration (kcal/mol) at the given charges."""
+    r, ti, tj = _pair_geometry(positions, system)
+    pairs = system.pairs
+    coefficients = taper_coefficients(ff.swa, ff.swb)
+    pair_params = dict(D=ff.vdw_D[ti, tj], r_vdw=ff.vdw_r[ti, tj], alpha=ff.vdw_alpha[ti, tj],
+                       gamma_w=ff.vdw_gamma_w[ti, tj], rcore=ff.vdw_rcore[ti, tj],
+                       ecore=ff.vdw_ecore[ti, tj], acore=ff.vdw_acore[ti, tj],
+                       lg_c=ff.lg_c[ti, tj], lg_re=ff.lg_re[ti, tj])
+    e_vdw = vdw_energy(r, pairs.mask, pair_params, coefficients, ff.p_vdw1,
+                       vdw_type=topology.vdw_type, lgvdw=topology.lgvdw)
+    e_coulomb = coulomb_energy(r, pairs.mask, charges[pairs.i], charges[pairs.j],
+                               ff.gamma[ti, tj], coefficients)
+    e_qeq = qeq.charge_equilibration_energy(charges, ff.chi[system.types], ff.eta[system.types],
+                                            system.atom_mask)
+    return {"van_der_waals": e_vdw, "coulomb": e_coulomb, "charge_equilibration": e_qeq}
+
+
+def bonded_terms(positions, system: System, ff: ForceField, topology: Topology) -> dict:
+    """The nine bonded terms from ``reaxopt.energy.bonded`` (zeros when ``system.lists`` is None)."""
+    if system.lists is None:
+        zero = jnp.zeros((), positions.dtype)
+        return {name: zero for name in BONDED_TERMS}
+    return bonded.bonded_terms(positions, system.cell, system.lists, ff, topology, system.types,
+                               system.atom_mask)
+
+
+def energy_at_charges(positions, charges, system: System, ff: ForceField,
+                      topology: Topology) -> dict:
+    """All 12 terms (kcal/mol) with the charges given (no QEq solve)."""
+    terms = dict(bonded_terms(positions, system, ff, topology))
+    terms.update(nonbonded_terms(positions, charges, system, ff, topology))
+    return {name: terms[name] for name in TERMS}
+
+
+def energy_terms(positions, system: System, params: Params, topology: Topology):
+    """(terms dict, charges): the 12 terms at the QEq charges; total derivatives in params."""
+    ff = expand(params, topology)
+    charges = equilibrate_charges(positions, system, ff)
+    return energy_at_charges(positions, charges, system, ff, topology), charges
+
+
+def energy_forces_charges(positions, system: System, params: Params, topology: Topology):
+    """(energy, terms, forces (N, 3) kcal/mol/Å at fixed charges, charges (N,))."""
+    ff = expand(params, topology)
+    charges = equilibrate_charges(positions, system, ff)
+
+    def total(x, q):
+        terms = energy_at_charges(x, q, system, ff, topology)
+        return sum(terms.values()), terms
+
+    (energy, terms), gradient = jax.value_and_grad(total, argnums=0, has_aux=True)(positions,
+                                                                                 charges)
+    forces = jnp.where(system.atom_mask[:, None], -gradient, 0.0)
+    return energy, terms, forces, charges

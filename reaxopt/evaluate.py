@@ -1,0 +1,216 @@
+"""Single-point evaluation of many structures: energy, the 12 terms, forces and charges.
+
+Structures are grouped by atom count (powers of two) and every group is padded to one shape (its
+largest pair and list counts, rounded up to m * 2^k, m in 4..7), so that a whole geometry file
+compiles the jitted energy once per group, not once per structure. Units: kcal/mol, Å, e.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from reaxopt.cluster.lists import bond_cutoffs, build_bonded_lists
+from reaxopt.cluster.neighbours import PairList, half_pair_images, pad_pairs
+from reaxopt.energy.total import TERMS, System, energy_forces_charges
+from reaxopt.errors import InputError
+from reaxopt.forcefield import Params, Topology, build_forcefield, expand
+from reaxopt.io.ffield import read_ffield
+from reaxopt.io.geometry import read_geometries
+from reaxopt.structure import Structure
+
+
+def padded_size(n: int, minimum: int = 8) -> int:
+    """Smallest m * 2^k >= max(n, minimum) with m in 4..7."""
+    n = max(int(n), minimum)
+    k = max(0, n.bit_length() - 3)
+    while True:
+        for m in (4, 5, 6, 7):
+            if m << k >= n:
+                return m << k
+        k += 1
+
+
+def atom_types(structure: Structure, topology: Topology) -> np.ndarray:
+    """0-based force-field type of every atom; InputError for an element the file lacks."""
+    index = {s.lower(): k for k, s in enumerate(topology.symbols)}
+    missing = [s for s in structure.symbols if s.lower() not in index]
+    if missing:
+        raise InputError(f"structure '{structure.name}' has element {missing[0]}, which the "
+                         f"force field does not define (it has {', '.join(topology.symbols)})",
+                         file=structure.source, line=structure.line)
+    return np.array([index[s.lower()] for s in structure.symbols], dtype=np.int32)
+
+
+def bond_cutoffs_for(params: Params, topology: Topology) -> np.ndarray:
+    """(T,T) Å bond-candidate cutoffs of this force field (``reaxopt.cluster.lists``)."""
+    return bond_cutoffs(expand(params, topology))
+
+
+def build_system(structure: Structure, params: Params, topology: Topology, *,
+                 bonded: bool = True, cutoffs: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, System]:
+    """(positions (N, 3), System) for one structure, unpadded (host numpy; see ``pad_system``).
+
+    bonded: also build the bonded terms' lists (``reaxopt.cluster.lists``; ``cutoffs`` from
+    ``bond_cutoffs_for``, computed here if not given); False gives a System whose bonded terms
+    are zero (nonbonded only).
+    """
+    positions = np.asarray(structure.positions, float)
+    types = atom_types(structure, topology)
+    cell = np.zeros((3, 3)) if structure.cell is None else np.asarray(structure.cell, float)
+    i, j, images = half_pair_images(positions, structure.cell, float(params.general[12]))
+    lists = None
+    if bonded:
+        if cutoffs is None:
+            cutoffs = bond_cutoffs_for(params, topology)
+        lists = build_bonded_lists(positions, structure.cell, types, topology, cutoffs)
+    system = System(cell=cell, types=types, atom_mask=np.ones(len(types), bool),
+                    total_charge=np.float64(structure.total_charge),
+                    pairs=pad_pairs(i, j, images, len(i)), lists=lists)
+    return positions, system
+
+
+def system_sizes(system: System) -> dict:
+    """The sizes that fix a System's compiled shape: atoms, nonbonded pairs and list lengths."""
+    sizes = {"atoms": len(system.types), "nonbonded_pairs": len(system.pairs.mask)}
+    if system.lists is not None:
+        sizes.update(system.lists.sizes())
+    return sizes
+
+
+def _pad_rows(array, size: int, fill):
+    array = np.asarray(array)
+    extra = np.full((size - len(array),) + array.shape[1:], fill, dtype=array.dtype)
+    return np.concatenate([array, extra])
+
+
+def _pad_pair_list(pairs: PairList, size: int) -> PairList:
+    return PairList(i=_pad_rows(pairs.i, size, 0), j=_pad_rows(pairs.j, size, 0),
+                    images=_pad_rows(pairs.images, size, 0.0),
+                    mask=_pad_rows(pairs.mask, size, False))
+
+
+# which size each bonded-list field follows, by its name's prefix
+_LIST_KIND = {"angle_": "angles", "torsion_": "torsions", "hbond_": "hbonds"}
+
+
+def _pad_lists(lists, sizes: dict):
+    """The bonded lists padded to ``sizes``: masks False, bond-end signs +1, indices 0."""
+    values = {}
+    for f in dataclasses.fields(lists):
+        value = getattr(lists, f.name)
+        if isinstance(value, PairList):
+            values[f.name] = _pad_pair_list(value, sizes["pairs"])
+            continue
+        kind = next(k for prefix, k in _LIST_KIND.items() if f.name.startswith(prefix))
+        fill = False if np.asarray(value).dtype == bool else (1.0 if "sign" in f.name else 0)
+        values[f.name] = _pad_rows(value, sizes[kind], fill)
+    return type(lists)(**values)
+
+
+def pad_system(positions, system: System, sizes: dict) -> tuple[np.ndarray, System]:
+    """Pad an unpadded system to ``sizes`` (keys as ``system_sizes``); padding atoms are inert."""
+    n, n_atoms = len(positions), sizes["atoms"]
+    padded = np.zeros((n_atoms, 3))
+    padded[:n] = positions
+    # padding atoms sit far from everything and from each other; no list holds them
+    padded[n:] = 1.0e4 * (1.0 + np.arange(n_atoms - n))[:, None]
+    lists = None if system.lists is None else _pad_lists(system.lists, sizes)
+    return padded, System(cell=system.cell, types=_pad_rows(system.types, n_atoms, 0),
+                          atom_mask=_pad_rows(system.atom_mask, n_atoms, False),
+                          total_charge=system.total_charge,
+                          pairs=_pad_pair_list(system.pairs, sizes["nonbonded_pairs"]),
+                          lists=lists)
+
+
+def shared_sizes(systems: list[System]) -> dict:
+    """Padded sizes that hold every system given: the largest of each, rounded up."""
+    largest: dict = {}
+    for system in systems:
+        for key, value in system_sizes(system).items():
+            largest[key] = max(largest.get(key, 1), value)
+    return {key: padded_size(value, 8) for key, value in largest.items()}
+
+
+def atom_bucket(n_atoms: int) -> int:
+    """The power of two (at least 8) that groups structures into one compiled shape."""
+    return max(8, 1 << (int(n_atoms) - 1).bit_length())
+
+
+_compiled = jax.jit(energy_forces_charges, static_argnames="topology")
+
+
+def stack_systems(padded: list[tuple[np.ndarray, System]]) -> tuple[np.ndarray, System]:
+    """(positions (B, N, 3), System with a leading batch axis) from equally padded systems."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded)
+
+
+@functools.partial(jax.jit, static_argnames="topology")
+def batched_energy_forces_charges(positions, systems: System, params: Params,
+                                  topology: Topology):
+    """``energy_forces_charges`` vmapped over a ``stack_systems`` batch (one compile per shape)."""
+    def one(x, system):
+        return energy_forces_charges(x, system, params, topology)
+
+    return jax.vmap(one)(positions, systems)
+
+
+def evaluate_structures(ffield_path, structures: list[Structure], *, bonded: bool = True
+                        ) -> list[dict]:
+    """[dict(name, energy, terms, forces (N, 3), charges (N,))] for every structure, in order.
+
+    Structures are grouped by ``atom_bucket`` and each group padded to ``shared_sizes``, so the
+    energy compiles once per group. The force field is read from ``ffield_path``.
+    """
+    params, topology = build_forcefield(read_ffield(ffield_path))
+    cutoffs = bond_cutoffs_for(params, topology) if bonded else None
+    built = [build_system(s, params, topology, bonded=bonded, cutoffs=cutoffs)
+             for s in structures]
+    groups: dict[int, list[int]] = {}
+    for k, structure in enumerate(structures):
+        groups.setdefault(atom_bucket(structure.n_atoms), []).append(k)
+    results: list = [None] * len(structures)
+    for bucket, members in groups.items():
+        sizes = shared_sizes([built[k][1] for k in members])
+        sizes["atoms"] = bucket
+        for k in members:
+            positions, system = pad_system(*built[k], sizes)
+            energy, terms, forces, charges = _compiled(positions, system, params,
+                                                       topology=topology)
+            n = structures[k].n_atoms
+            results[k] = {
+                "name": structures[k].name,
+                "energy": float(energy),
+                "terms": {name: float(terms[name]) for name in TERMS},
+                "forces": np.asarray(forces)[:n],
+                "charges": np.asarray(charges)[:n],
+            }
+    return results
+
+
+def evaluate_to_jsonl(ffield_path, geo_path, out) -> int:
+    """Evaluate every structure of ``geo_path``; one JSON line per structure to ``out``.
+
+    out: a path or an open text stream. Returns the number of structures written.
+    """
+    structures = read_geometries(geo_path)
+    results = evaluate_structures(ffield_path, structures)
+    lines = [json.dumps({"name": r["name"], "energy": r["energy"], "terms": r["terms"],
+                         "forces": r["forces"].tolist(), "charges": r["charges"].tolist()})
+             for r in results]
+    text = "".join(line + "\n" for line in lines)
+    if isinstance(out, (str, os.PathLike)):
+        out = Path(out)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    else:
+        out.write(text)
+    return len(results)
