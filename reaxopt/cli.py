@@ -156,7 +156,8 @@ def convert(ffield: Path, geo: Path, trainset: Path, params: Path, validation_ge
     (atomically); optimizer settings are written with their defaults, ready to edit
     (see configs/README.md). An existing OUTPUT is kept unless --force is given.
     """
-    from reaxopt.config import config_from_dict, write_text_atomic
+    from reaxopt.config import config_from_dict
+    from reaxopt.io.files import write_text_atomic
     from reaxopt.inputs import load_inputs
 
     if (validation_geo is None) != (validation_trainset is None):
@@ -262,6 +263,10 @@ def fit(config: Path, resume: bool) -> None:
         click.echo(f"reaxopt fit: {exc}; checkpoint saved to {exc.checkpoint}; continue with "
                    f"`reaxopt fit {config} --resume`", err=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # SIGINT while reading inputs or compiling: nothing to save yet
+        click.echo("reaxopt fit: interrupted by SIGINT before the first optimization step; "
+                   "nothing to resume", err=True)
+        sys.exit(130)
 
 def _compilation_cache() -> None:
     """Keep compiled functions on disk so that a second run on the same data starts at once.

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
 
 METHODS = ("L-BFGS-B", "SLSQP")
@@ -129,15 +130,6 @@ class Config:
         write_text_atomic(Path(path), self.to_yaml())
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ---------------------------------------------------------------------------------------------

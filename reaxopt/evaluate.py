@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import json
 import os
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,6 +21,7 @@ from reaxopt.energy.total import TERMS, System, energy_forces_charges
 from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, Topology, build_forcefield, expand
 from reaxopt.io.ffield import read_ffield
+from reaxopt.io.files import write_text_atomic
 from reaxopt.io.geometry import read_geometries
 from reaxopt.structure import Structure
 
@@ -207,10 +207,7 @@ def evaluate_to_jsonl(ffield_path, geo_path, out) -> int:
              for r in results]
     text = "".join(line + "\n" for line in lines)
     if isinstance(out, (str, os.PathLike)):
-        out = Path(out)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_text_atomic(out, text)
     else:
         out.write(text)
     return len(results)

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from reaxopt.errors import InputError
+from reaxopt.io.files import read_input_text, write_text_atomic
 from reaxopt.io.ase_io import energy_unit_factor
 from reaxopt.structure import Restraint, Structure
 
@@ -537,13 +538,7 @@ def parse_bgf(text: str, path: str | os.PathLike = "<bgf>") -> list[Structure]:
 
 def read_bgf(path: str | os.PathLike) -> list[Structure]:
     """Read every structure of a BGF file (positions Å, energies kcal/mol)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("geometry file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the BGF file ({exc})", file=path) from None
+    text = read_input_text(path, "geometry file")
     return parse_bgf(text, path)
 
 
@@ -687,6 +682,4 @@ def write_bgf(structures, path: str | os.PathLike, *, exact: bool = True) -> Non
         repeated = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"structure names must be unique in a BGF file: {', '.join(repeated)}")
     text = "\n".join(structure_bgf_text(s, exact) for s in structures)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

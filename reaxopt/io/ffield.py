@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reaxopt.errors import InputError
+from reaxopt.io.files import read_input_text, write_text_atomic
 
 ATOM_VALUES = 32
 ATOM_LG_VALUES = 2
@@ -242,13 +243,7 @@ def _atom(lines: _Lines, a: int, n_atoms: int) -> AtomEntry:
 
 def read_ffield(path: str | os.PathLike) -> FField:
     """Read an ffield file from disk."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("force-field file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the force-field file ({exc})", file=path) from None
+    text = read_input_text(path, "force-field file")
     return parse_ffield(text, path)
 
 
@@ -321,7 +316,4 @@ def ffield_text(ff: FField) -> str:
 
 def write_ffield(ff: FField, path: str | os.PathLike) -> None:
     """Write ``ff`` atomically: a temporary file beside ``path``, then a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(ffield_text(ff))
-    os.replace(tmp, path)
+    write_text_atomic(path, ffield_text(ff))

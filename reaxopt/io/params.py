@@ -25,9 +25,9 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from reaxopt.errors import InputError
+from reaxopt.io.files import read_input_text
 from reaxopt.io.ffield import SECTIONS, FField
 
 # Usual ReaxFF names of the values, in file order (LAMMPS's reaxff_ffield.cpp / reaxff_types.h and
@@ -93,13 +93,7 @@ class ParamSpec:
 
 def read_params(path: str | os.PathLike, ffield: FField) -> list[ParamSpec]:
     """Read a params file and check every selection against ``ffield``."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("params file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the params file ({exc})", file=path) from None
+    text = read_input_text(path, "params file")
     return parse_params(text, ffield, path)
 
 

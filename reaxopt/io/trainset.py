@@ -38,9 +38,9 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from reaxopt.errors import InputError
+from reaxopt.io.files import read_input_text
 
 # Section keyword (spaces removed, upper case) -> the name used in TrainingSet and in messages.
 _SECTION_KEYWORDS = {
@@ -204,13 +204,7 @@ def check_names(trainset: TrainingSet, known_names, path=None) -> None:
 
 def read_trainset(path: str | os.PathLike) -> TrainingSet:
     """Read a trainset.in file from disk."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("training-set file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the training-set file ({exc})", file=path) from None
+    text = read_input_text(path, "training-set file")
     return parse_trainset(text, path)
 
 
