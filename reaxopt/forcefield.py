@@ -51,6 +51,7 @@ ForceField (dense tables, units)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,9 @@ class Topology:
     def n_types(self) -> int:
         return len(self.symbols)
 
+    @functools.cached_property
     def _key(self):
+        """Everything that identifies the topology (computed once; jit hashes it per call)."""
         parts = [self.symbols, self.vdw_type, self.lgvdw]
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -130,10 +133,10 @@ class Topology:
         return tuple(parts)
 
     def __hash__(self):
-        return hash(self._key())
+        return hash(self._key)
 
     def __eq__(self, other):
-        return isinstance(other, Topology) and self._key() == other._key()
+        return isinstance(other, Topology) and self._key == other._key
 
 
 @_pytree

@@ -28,9 +28,8 @@ import jax
 import numpy as np
 
 from reaxopt.cluster.neighbours import PairList, half_pair_images, pad_pairs
-
-BOND_CUT = 5.0  # Å, LAMMPS's bonded neighbourhood (control bond_cut)
-HBOND_CUT = 7.5  # Å, LAMMPS's hydrogen-bond cutoff (control hbond_cut)
+from reaxopt.energy.bond_order import BOND_CUT
+from reaxopt.energy.hbond import HBOND_CUT
 
 
 @jax.tree_util.register_dataclass

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 from reaxopt.energy.angles import cos_angle, end_atoms, end_vectors
 from reaxopt.energy.bond_order import BondOrders
 from reaxopt.energy.safe_math import safe_sqrt
+from reaxopt.energy.valence import THB_CUT
 from reaxopt.forcefield import ForceField
 
-THB_CUT = 0.001
-MIN_SINE = 1e-10
+MIN_SINE = 1e-10  # LAMMPS floors sin(theta) of the torsion's two angles here
 
 
 def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists):
