@@ -1,0 +1,570 @@
+"""Fit the selected ReaxFF parameters: scipy optimizers driven by one jitted loss and gradient.
+
+``run_fit(config, resume=False)`` loads the inputs, builds one model holding the training and
+validation structures (so one compiled function gives the training loss, its gradient and the
+validation loss), and runs ``optimizer.trials`` trials of ``optimizer.steps`` outer steps, each
+one ``scipy.optimize.minimize`` call (L-BFGS-B or SLSQP, within the params bounds, ``jac=True``).
+The optimizer works on the parameters scaled to [0, 1] by their bounds.
+
+* Starting points: ``fixed`` the force field's values (clipped into the bounds), ``educated``
+  those values plus Gaussian noise of 10 % of each bound range (clipped), ``random`` uniform in
+  the bounds; ``random_search`` uniform samples are scored first and the best point (the start
+  included) starts the trial. All draws come from one ``numpy`` generator seeded with
+  ``optimizer.seed`` whose state is checkpointed, so runs and resumed runs are reproducible.
+* Best force field: the accepted iterate (or starting point) with the lowest validation loss
+  (ties, e.g. when no fitted parameter acts on the validation data, go to the lower training
+  loss); the lowest training loss (regularisation included) when there is no validation data.
+* Geometry optimisation (``reaxopt.minimize``): before each outer step, and for the starting and
+  the best force field, the structures that ask for it are relaxed from their input geometry
+  with the current parameters; within a step their geometry is fixed.
+* A loss or gradient that is not finite (NaN/Inf) is reported as a warning naming the affected
+  structures, and the optimizer is handed a large finite loss (``BAD_LOSS``) with a zero
+  gradient, so its line search steps back.
+* Progress: one line per optimizer iteration (trial, step, iteration, loss, best, elapsed s).
+* Checkpoint: ``checkpoint.json`` in the output directory after every outer step (atomic), with
+  the current parameters, the best ones, the history and the generator state; ``resume=True``
+  continues from it. SIGINT/SIGTERM during the optimization save the last completed outer
+  step's checkpoint and raise ``FitInterrupted`` (the CLI exits with 128 + the signal number);
+  a resumed run repeats the interrupted step and so ends exactly where an uninterrupted run
+  would. (Before the first evaluation has compiled there is nothing to save: SIGINT ends the
+  run with status 130, SIGTERM terminates it.)
+* Outputs (``reaxopt.report``): the best ``ffield``, ``report.csv``/``report.txt``,
+  ``history.csv``, ``summary.json``, ``config.yaml``, ``run.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+from reaxopt import loss as loss_module
+from reaxopt.config import Config, write_text_atomic
+from reaxopt.errors import InputError
+from reaxopt.forcefield import Params, build_forcefield
+from reaxopt.inputs import Inputs, load_inputs
+from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, loosest_params, predict,
+                           theta_map)
+
+BAD_LOSS = 1.0e20  # handed to the optimizer where the loss or its gradient is not finite
+CHECKPOINT = "checkpoint.json"
+CHECKPOINT_VERSION = 1
+EDUCATED_SPREAD = 0.1  # standard deviation of the 'educated' perturbation, share of the range
+
+
+class FitInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; the checkpoint has been saved."""
+
+    def __init__(self, signum: int, checkpoint: Path | None = None):
+        self.signum = signum
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# --------------------------------------------------------------------------------- the problem
+
+
+@dataclass
+class Problem:
+    """Everything one evaluation needs: the model, the compiled items, the parameter map."""
+
+    inputs: Inputs
+    theta_map: ThetaMap
+    base_params: Params
+    model: Model
+    training: loss_module.CompiledItems
+    training_info: list
+    validation: loss_module.CompiledItems | None
+    validation_info: list
+    theta_start: np.ndarray  # the force field's values (may lie outside the bounds)
+    names: tuple[str, ...]  # model row -> "training:name" / "validation:name"
+    model_structures: list  # the structures of the model rows
+
+
+def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Problem:
+    """Build the model over the training and validation structures and compile the items."""
+    config = inputs.config
+    options = options or ModelOptions(clusters=config.clusters)
+    params, topology = build_forcefield(inputs.ffield)
+    tmap = theta_map(inputs.params)
+    if tmap.size == 0:
+        raise InputError("the params file selects no parameters; expected at least one line",
+                         file=config.params)
+    sets = [("training", inputs.training)]
+    if inputs.validation is not None:
+        sets.append(("validation", inputs.validation))
+    structures, names, indices = [], [], {}
+    for label, data in sets:
+        index = {}
+        for s in loss_module.used_structures(data):
+            index[s.name] = len(structures)
+            structures.append(s)
+            names.append(f"{label}:{s.name}")
+        indices[label] = index
+    if not indices["training"]:
+        raise InputError("no training item refers to any structure; expected energies, forces "
+                         "or trainset items", file=config.path)
+    model = build_model(structures, params, topology, options,
+                        cutoff_params=loosest_params(tmap, params))
+    mode = config.loss.energy_mode
+    training, training_info = loss_module.compile_items(inputs.training, indices["training"],
+                                                        mode)
+    validation, validation_info = None, []
+    if inputs.validation is not None:
+        validation, validation_info = loss_module.compile_items(
+            inputs.validation, indices["validation"], mode)
+    return Problem(inputs, tmap, params, model, training, training_info, validation,
+                   validation_info, tmap.from_params(params), tuple(names), structures)
+
+
+def _evaluate(theta, model, training, validation, base_params, theta_reference, regularization,
+              tmap):
+    params = tmap.to_params(theta, base_params)
+    predictions = predict(model, params)
+    data_loss = loss_module.loss(training, predictions)
+    penalty = loss_module.regularization(theta, theta_reference, tmap.lower, tmap.upper,
+                                         regularization)
+    aux = {"data_loss": data_loss,
+           "finite": loss_module.finite_structures(predictions),
+           "training_residuals": loss_module.residual_vector(training, predictions)}
+    if validation is not None:
+        aux["validation_loss"] = loss_module.loss(validation, predictions)
+        aux["validation_residuals"] = loss_module.residual_vector(validation, predictions)
+    return data_loss + penalty, aux
+
+
+_value_and_grad = jax.jit(jax.value_and_grad(_evaluate, has_aux=True), static_argnames="tmap")
+
+
+@dataclass
+class Evaluation:
+    """One evaluation at theta (host numpy)."""
+
+    theta: np.ndarray
+    loss: float
+    gradient: np.ndarray  # d loss / d theta
+    data_loss: float
+    validation_loss: float | None
+    training_residuals: np.ndarray
+    validation_residuals: np.ndarray | None
+    bad_structures: list[str]
+    finite: bool
+
+
+def make_evaluator(problem: Problem, regularization: float, theta_reference: np.ndarray
+                   ) -> Callable[[np.ndarray], Evaluation]:
+    """(theta, model=problem.model) -> Evaluation, through the shared jitted loss and gradient.
+
+    model: the problem's model or one with relaxed positions (``reaxopt.minimize.relax``).
+    """
+
+    def evaluate(theta: np.ndarray, model: Model | None = None) -> Evaluation:
+        (value, aux), gradient = _value_and_grad(
+            jnp.asarray(theta), problem.model if model is None else model, problem.training,
+            problem.validation, problem.base_params, jnp.asarray(theta_reference),
+            jnp.asarray(regularization), tmap=problem.theta_map)
+        value = float(value)
+        gradient = np.asarray(gradient, float)
+        finite_flags = np.asarray(aux["finite"], bool)
+        bad = [problem.names[k].split(":", 1)[1] for k in np.nonzero(~finite_flags)[0]]
+        finite = math.isfinite(value) and bool(np.all(np.isfinite(gradient)))
+        validation = aux.get("validation_loss")
+        return Evaluation(np.asarray(theta, float).copy(), value, gradient,
+                          float(aux["data_loss"]),
+                          None if validation is None else float(validation),
+                          np.asarray(aux["training_residuals"]),
+                          None if validation is None else np.asarray(aux["validation_residuals"]),
+                          bad, finite)
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------------- the run state
+
+
+@dataclass
+class State:
+    """What a checkpoint holds (JSON-ready through ``to_json``)."""
+
+    trial: int = 0
+    step: int = 0  # next outer step of the current trial to run
+    theta: list | None = None  # current parameters of the trial (None: the trial has not started)
+    trial_done: bool = False
+    best: dict | None = None  # theta, selection, loss, validation_loss, trial, step, iteration
+    history: list = field(default_factory=list)
+    rng: dict | None = None
+    elapsed: float = 0.0  # seconds spent in earlier (interrupted) runs
+    evaluations: int = 0
+    finished: bool = False
+    labels: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"version": CHECKPOINT_VERSION, **self.__dict__}
+
+    @classmethod
+    def from_json(cls, data: dict) -> State:
+        data = dict(data)
+        data.pop("version", None)
+        return cls(**data)
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
+
+
+def load_checkpoint(path: Path, labels: list[str]) -> State:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("--resume: no checkpoint to resume from (expected checkpoint.json in "
+                         "the output directory)", file=path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--resume: cannot read the checkpoint ({exc})", file=path) from None
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise InputError(f"--resume: checkpoint version {data.get('version')} is not "
+                         f"{CHECKPOINT_VERSION}", file=path)
+    state = State.from_json(data)
+    if state.labels != labels:
+        raise InputError("--resume: the checkpoint was written for other fitted parameters "
+                         "than the params file now selects; start a new run without --resume",
+                         file=path)
+    return state
+
+
+# --------------------------------------------------------------------------------- logging
+
+
+class RunLog:
+    """Progress lines to a stream (stdout) and, rewritten atomically, to ``run.log``."""
+
+    def __init__(self, path: Path | None, stream=None, previous: str = ""):
+        self.path = path
+        self.stream = sys.stdout if stream is None else stream
+        self.lines: list[str] = [previous.rstrip("\n")] if previous.strip() else []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        if self.stream is not False:
+            print(line, file=self.stream, flush=True)
+
+    def save(self) -> None:
+        if self.path is not None:
+            write_text_atomic(self.path, "\n".join(self.lines) + "\n")
+
+
+# --------------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class FitResult:
+    """What a finished run produced (paths of outputs, the summary)."""
+
+    output_dir: Path
+    summary: dict
+    state: State
+
+
+def _starting_point(init: str, theta0: np.ndarray, lower, upper, rng) -> np.ndarray:
+    if init == "random":
+        return rng.uniform(lower, upper)
+    if init == "educated":
+        return np.clip(theta0 + rng.normal(0.0, EDUCATED_SPREAD, theta0.shape) * (upper - lower),
+                       lower, upper)
+    return np.clip(theta0, lower, upper)
+
+
+def _rng(seed: int, state: dict | None) -> np.random.Generator:
+    rng = np.random.default_rng(seed)
+    if state is not None:
+        rng.bit_generator.state = state
+    return rng
+
+
+def run_fit(config: Config, *, resume: bool = False, stream=None,
+            stop_after_steps: int | None = None) -> FitResult:
+    """Run the fit ``config`` describes and write its outputs (see the module docstring).
+
+    stream: where progress lines go (default stdout; False: only run.log). stop_after_steps:
+    stop (as if interrupted, checkpoint written, no outputs) after this many outer steps of
+    this invocation -- for tests of ``resume``.
+    """
+    from reaxopt import report
+
+    wall_start = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / CHECKPOINT
+    previous_log = ""
+    if resume and (out / "run.log").exists():
+        previous_log = (out / "run.log").read_text()
+    log = RunLog(out / "run.log", stream, previous_log)
+    opt = config.optimizer
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inputs = load_inputs(config)
+    for w in caught:
+        log(f"warning: {' '.join(str(w.message).split())}")
+    log(f"reaxopt fit {config.path}{' --resume' if resume else ''}")
+    problem = build_problem(inputs)
+    tmap = problem.theta_map
+    lower, upper = tmap.lower, tmap.upper
+    span = np.where(upper > lower, upper - lower, 1.0)
+    theta_start = np.clip(problem.theta_start, lower, upper)
+    limits = [s.max_iterations if s.max_iterations is not None else config.minimize.steps
+              for s in problem.model_structures]
+    minimized = [k for k, s in enumerate(problem.model_structures)
+                 if s.run_type != "single_point" and limits[k] > 0]
+    if minimized and config.minimize.method != "fire":
+        log(f"warning: minimize.method {config.minimize.method} is not implemented; the "
+            f"{len(minimized)} structures that ask for a geometry optimisation use FIRE")
+
+    relaxed: dict[bytes, Model] = {}  # the last relaxation, by parameters
+
+    def model_at(theta: np.ndarray, what: str) -> Model:
+        """The model with the minimised structures relaxed under the parameters theta."""
+        if not minimized:
+            return problem.model
+        key = np.asarray(theta, float).tobytes()
+        if key in relaxed:
+            return relaxed[key]
+        from reaxopt.minimize import relax
+
+        t = time.perf_counter()
+        params = tmap.to_params(jnp.asarray(theta), problem.base_params)
+        model, steps, rms = relax(problem.model, params, minimized, limits,
+                                  config.minimize.rms_force)
+        worst = int(np.argmax(rms[minimized]))
+        log(f"relaxed {len(minimized)} structures ({what}) in {time.perf_counter() - t:.1f} s: "
+            f"up to {int(steps[minimized].max())} steps, largest final RMS force "
+            f"{rms[minimized][worst]:.3g} kcal/mol/Å "
+            f"({problem.model_structures[minimized[worst]].name})")
+        relaxed.clear()
+        relaxed[key] = model
+        return model
+
+    log(f"model: {problem.model.n_structures} structures in {len(problem.model.batches)} "
+        f"padded batch(es); training items {sum(problem.training.counts().values())}, "
+        f"validation items {len(problem.validation_info)}; {tmap.size} parameters")
+
+    labels = list(tmap.labels)
+    if resume:
+        state = load_checkpoint(checkpoint_path, labels)
+        log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, step {state.step + 1}")
+    else:
+        state = State(labels=labels)
+    rng = _rng(opt.seed, state.rng)
+    evaluate = make_evaluator(problem, opt.regularization, theta_start)
+
+    t0 = time.perf_counter()
+    initial = evaluate(theta_start, model_at(theta_start, "starting force field"))
+    compile_seconds = time.perf_counter() - t0
+    log(f"compiled and evaluated the starting force field in {compile_seconds:.1f} s: loss "
+        f"{initial.loss:.6g}" + ("" if initial.validation_loss is None
+                                 else f", validation {initial.validation_loss:.6g}"))
+    if not initial.finite:
+        log("warning: the starting force field gives a non-finite loss"
+            + (f" (structures: {', '.join(initial.bad_structures[:10])})"
+               if initial.bad_structures else ""))
+    counter = {"evaluations": state.evaluations}
+
+    def selection(ev: Evaluation) -> float:
+        value = ev.validation_loss if ev.validation_loss is not None else ev.loss
+        return value if math.isfinite(value) and ev.finite else math.inf
+
+    def consider(ev: Evaluation, trial: int, step: int, iteration: int) -> None:
+        score = selection(ev)
+        if state.best is not None:
+            previous = state.best["selection"]
+            tie = abs(score - previous) <= 1e-12 * max(1.0, abs(previous))
+            # a tie in validation (parameters it does not depend on) goes to the training loss
+            if not (score < previous and not tie) and not (tie and ev.loss < state.best["loss"]):
+                return
+        state.best = {"theta": ev.theta.tolist(), "selection": score, "loss": ev.loss,
+                      "data_loss": ev.data_loss, "validation_loss": ev.validation_loss,
+                      "trial": trial + 1, "step": step + 1, "iteration": iteration}
+
+    if state.best is None:
+        consider(initial, -1, -1, 0)  # trial 0, step 0: the starting force field
+    elapsed0 = state.elapsed
+
+    def elapsed() -> float:
+        return elapsed0 + time.perf_counter() - wall_start
+
+    saved = {"state": json.loads(json.dumps(state.to_json()))}
+
+    def checkpoint() -> None:
+        state.rng = rng.bit_generator.state
+        state.elapsed = elapsed()
+        state.evaluations = counter["evaluations"]
+        data = state.to_json()
+        _write_json_atomic(checkpoint_path, data)
+        saved["state"] = json.loads(json.dumps(data))
+        log.save()
+
+    def on_signal(signum, frame):
+        raise FitInterrupted(signum, checkpoint_path)
+
+    handlers = {}
+    use_signals = _main_thread()
+    if use_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, on_signal)
+    steps_run = 0
+    try:
+        while opt.steps > 0 and state.trial < opt.trials:
+            trial = state.trial
+            if state.theta is None:
+                start = _starting_point(opt.init, theta_start, lower, upper, rng)
+                if opt.random_search:
+                    # the candidates share the geometry relaxed for the trial's start
+                    search_model = model_at(start, f"trial {trial + 1} start")
+                    candidates = [start] + [rng.uniform(lower, upper)
+                                            for _ in range(opt.random_search)]
+                    scored = []
+                    for c in candidates:
+                        ev = evaluate(c, search_model)
+                        counter["evaluations"] += 1
+                        scored.append(ev.loss if ev.finite else math.inf)
+                    start = candidates[int(np.argmin(scored))]
+                    log(f"trial {trial + 1}: random search over {opt.random_search} samples, "
+                        f"best loss {min(scored):.6g}")
+                state.theta = start.tolist()
+                state.step, state.trial_done = 0, False
+            while state.step < opt.steps and not state.trial_done:
+                if stop_after_steps is not None and steps_run >= stop_after_steps:
+                    raise FitInterrupted(signal.SIGTERM, checkpoint_path)
+                theta, step = np.array(state.theta), state.step
+                step_model = model_at(theta, f"trial {trial + 1} step {step + 1}")
+                result, last = _outer_step(partial(evaluate, model=step_model), theta, lower,
+                                           span, opt, log, counter, consider, trial, step, state,
+                                           elapsed)
+                before = last["start_loss"]
+                state.theta = (lower + np.clip(result.x, 0.0, 1.0) * span).tolist()
+                end = evaluate(np.array(state.theta), step_model)
+                counter["evaluations"] += 1
+                consider(end, trial, step, last["iterations"])
+                state.history.append(_history_row(trial, step, last["iterations"], end,
+                                                  state.best, elapsed(), "step end"))
+                log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
+                    + ("" if end.validation_loss is None
+                       else f", validation {end.validation_loss:.6g}")
+                    + f", {last['iterations']} iterations ({result.message})")
+                state.step += 1
+                # without geometry optimisations a further step only restarts the optimizer;
+                # stop the trial once a step no longer improves the loss
+                if not minimized and before is not None and \
+                        before - end.loss <= opt.tolerance * max(1.0, abs(end.loss)):
+                    state.trial_done = True
+                steps_run += 1
+                checkpoint()
+            state.trial += 1
+            state.theta = None
+            checkpoint()
+        state.finished = True
+        checkpoint()
+    except FitInterrupted as exc:
+        # the last completed outer step's state: a resume repeats the interrupted step
+        _write_json_atomic(checkpoint_path, saved["state"])
+        completed = sum(row["event"] == "step end" for row in saved["state"]["history"])
+        log(f"{exc}: checkpoint saved to {checkpoint_path} (after {completed} completed outer "
+            f"steps); continue with: reaxopt fit {config.path} --resume")
+        log.save()
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+    best_theta = np.array(state.best["theta"])
+    fitted = evaluate(best_theta, model_at(best_theta, "best force field"))
+    summary = report.write_outputs(
+        out, config=config, inputs=inputs, problem=problem, initial=initial, fitted=fitted,
+        theta_initial=theta_start, theta_best=best_theta, best=state.best,
+        history=state.history, wall_seconds=elapsed(), compile_seconds=compile_seconds,
+        evaluations=counter["evaluations"], log=log)
+    log(f"done in {elapsed():.1f} s: loss {initial.loss:.6g} -> {fitted.loss:.6g}"
+        + ("" if fitted.validation_loss is None
+           else f", validation {initial.validation_loss:.6g} -> {fitted.validation_loss:.6g}")
+        + f"; outputs in {out}")
+    log.save()
+    return FitResult(out, summary, state)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _history_row(trial, step, iteration, ev: Evaluation, best, elapsed, event) -> dict:
+    return {"trial": trial + 1, "step": step + 1, "iteration": iteration, "event": event,
+            "loss": ev.loss, "validation_loss": ev.validation_loss,
+            "best_selection": best["selection"] if best else None,
+            "elapsed_s": round(elapsed, 3)}
+
+
+def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial, step, state,
+                elapsed):
+    """One scipy.optimize.minimize call from ``theta`` in the scaled variables u in [0, 1]."""
+    recent: list[tuple[np.ndarray, Evaluation]] = []  # the last few evaluations
+    warned: set[str] = set()
+    last = {"iterations": 0, "start_loss": None}
+
+    def fun(u):
+        u = np.clip(np.asarray(u, float), 0.0, 1.0)
+        ev = evaluate(lower + u * span)
+        counter["evaluations"] += 1
+        recent.append((u, ev))
+        del recent[:-4]
+        if last["start_loss"] is None:
+            last["start_loss"] = ev.loss
+        if not ev.finite:
+            what = ", ".join(ev.bad_structures[:10]) or "none (the gradient is not finite)"
+            key = what
+            if key not in warned:
+                warned.add(key)
+                log(f"warning: non-finite loss or gradient at trial {trial + 1} step {step + 1}; "
+                    f"structures with non-finite energy, forces or charges: {what}; the "
+                    "optimizer is steered away")
+            return BAD_LOSS, np.zeros_like(u)
+        return ev.loss, ev.gradient * span
+
+    def callback(xk):
+        last["iterations"] += 1
+        if not recent:
+            return
+        xk = np.clip(np.asarray(xk, float), 0.0, 1.0)
+        ev = next((e for u, e in reversed(recent) if np.array_equal(u, xk)), recent[-1][1])
+        consider(ev, trial, step, last["iterations"])
+        row = _history_row(trial, step, last["iterations"], ev, state.best, elapsed(),
+                           "iteration")
+        state.history.append(row)
+        best = state.best["selection"]
+        log(f"trial {trial + 1} step {step + 1} iter {last['iterations']:4d} "
+            f"loss {ev.loss:.6e} best {best:.6e}"
+            + ("" if ev.validation_loss is None else f" validation {ev.validation_loss:.6e}")
+            + f" elapsed {elapsed():.1f} s")
+
+    u0 = np.clip((theta - lower) / span, 0.0, 1.0)
+    options = {"maxiter": opt.max_iterations, "ftol": opt.tolerance}
+    result = scipy.optimize.minimize(fun, u0, jac=True, method=opt.method,
+                                     bounds=[(0.0, 1.0)] * len(u0), options=options,
+                                     callback=callback)
+    return result, last

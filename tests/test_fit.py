@@ -1,0 +1,295 @@
+"""The fitting driver on a small subset of the quickstart data: 12 structures, 5 parameters.
+
+Every run here shares one compiled loss and gradient (same structures, same shapes), so the
+module pays for one compilation.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reaxopt  # noqa: F401  (float64)
+from reaxopt.config import load_config
+from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, _outer_step, build_problem,
+                         make_evaluator, run_fit)
+from reaxopt.inputs import load_inputs
+from reaxopt.io.ffield import read_ffield
+from reaxopt.io.params import get_value
+from reaxopt.report.outputs import HISTORY_COLUMNS, REPORT_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+CHO = ROOT / "datasets" / "cho"
+FAMILIES = (("water_stretch_OH", 5), ("water_angle_HOH", 4), ("methane_stretch_CH", 3))
+PARAMS = ("bond H-O De_s", "bond H-O p_bo1", "bond H-O p_bo2", "angle H-O-H theta_00",
+          "angle H-O-H p_val1")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    """A config over 12 small structures (a quarter held out, one minimised) and 5 O-H
+    parameters."""
+    from ase.io import read, write
+
+    folder = tmp_path_factory.mktemp("fit")
+    frames = read(CHO / "cho.extxyz", ":")
+    picked = []
+    for family, n in FAMILIES:
+        members = [a for a in frames if a.info["family"] == family]
+        picked += members[::2][:n]
+    # one structure asks for a geometry optimisation (FIRE, at most 300 steps)
+    picked[-1].info.update(run_type="minimize", max_iterations=300)
+    write(folder / "small.extxyz", picked, format="extxyz")
+    lines = [line for line in (CHO / "params").read_text().splitlines()
+             if any(line.rstrip().endswith(f"! {label}") or f"! {label} " in line
+                    for label in PARAMS)]
+    assert len(lines) == 5
+    (folder / "params").write_text("\n".join(lines) + "\n")
+    (folder / "fit.yaml").write_text(f"""\
+force_field: {CHO / 'ffield_cho'}
+params: params
+structures:
+  - path: small.extxyz
+    energy_unit: kcal/mol
+    weight_forces: 0.05
+validation:
+  fraction: 0.25
+  seed: 0
+output_dir: out
+optimizer:
+  steps: 2
+  max_iterations: 4
+""")
+    return load_config(folder / "fit.yaml")
+
+
+def _with(config, output_dir, **optimizer):
+    return dataclasses.replace(config, output_dir=Path(output_dir),
+                               optimizer=dataclasses.replace(config.optimizer, **optimizer))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config, tmp_path_factory):
+    return run_fit(_with(config, tmp_path_factory.mktemp("a")), stream=False)
+
+
+def test_fit_lowers_the_loss_and_writes_outputs(uninterrupted, config):
+    out, summary = uninterrupted.output_dir, uninterrupted.summary
+    # the optimizer lowered the training loss; the best force field (chosen on validation)
+    # is no worse on validation than the start
+    with open(out / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert min(float(h["loss"]) for h in history) < 0.9 * summary["loss"]["initial"]
+    assert summary["validation_loss"]["final"] <= summary["validation_loss"]["initial"]
+    for name in ("ffield", "report.csv", "report.txt", "history.csv", "summary.json",
+                 "config.yaml", "run.log", "checkpoint.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text()) == summary
+    for part in ("training", "validation"):
+        rmse = summary[part]["rmse"]
+        assert set(rmse) == {"energy", "forces", "charge", "geometry", "cell", "heatfo"}
+        assert all(set(v) == {"initial", "fitted"} for v in rmse.values())
+        assert rmse["energy"]["initial"] > 0 and rmse["forces"]["fitted"] > 0
+        assert rmse["charge"] == {"initial": None, "fitted": None}
+    assert summary["wall_seconds"] > summary["compile_seconds"] > 0
+    with open(out / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == REPORT_COLUMNS
+    assert {r["set"] for r in rows} == {"training", "validation"}
+    # contribution = scale * (fitted - reference)^2 for these items (no angles)
+    for r in rows[:5]:
+        assert float(r["contribution"]) == pytest.approx(
+            float(r["scale"]) * (float(r["fitted"]) - float(r["reference"])) ** 2, rel=1e-6)
+    assert tuple(history[0]) == HISTORY_COLUMNS and len(history) >= 3
+    # the resolved config reads back
+    assert load_config(out / "config.yaml").optimizer == config.optimizer
+
+
+def test_written_ffield_reloads_with_the_fitted_values(uninterrupted, config):
+    ff = read_ffield(uninterrupted.output_dir / "ffield")
+    inputs = load_inputs(config)
+    fitted = [p["fitted"] for p in uninterrupted.summary["parameters"]]
+    assert [get_value(ff, spec) for spec in inputs.params] == pytest.approx(fitted, rel=1e-9)
+    assert fitted != pytest.approx([p["initial"] for p in uninterrupted.summary["parameters"]])
+
+
+def test_lammps_reproduces_the_fitted_energy_difference(uninterrupted, config):
+    from lammps_oracle import lammps_evaluate
+
+    with open(uninterrupted.output_dir / "report.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["kind"] == "energy")
+    first, second = row["item"].split(" - ")
+    structures = {s.name: s for s in load_inputs(config).training.structures}
+    energies = [lammps_evaluate(uninterrupted.output_dir / "ffield", structures[n].symbols,
+                                structures[n].positions)["energy"] for n in (first, second)]
+    assert energies[0] - energies[1] == pytest.approx(float(row["fitted"]), abs=1e-5)
+
+
+def test_gradient_matches_central_differences(config):
+    problem = build_problem(load_inputs(config))
+    theta0 = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
+    evaluate = make_evaluator(problem, 0.0, theta0)
+    gradient = evaluate(theta0).gradient
+    span = problem.theta_map.upper - problem.theta_map.lower
+    for k in (0, 2, 4):
+        h = 1e-5 * span[k]
+        plus, minus = theta0.copy(), theta0.copy()
+        plus[k] += h
+        minus[k] -= h
+        numeric = (evaluate(plus).loss - evaluate(minus).loss) / (2 * h)
+        assert gradient[k] == pytest.approx(numeric, rel=1e-5, abs=1e-6 * abs(numeric) + 1e-8)
+
+
+def test_minimised_structure_is_relaxed_for_the_loss(config):
+    from reaxopt.minimize import relax
+
+    problem = build_problem(load_inputs(config))
+    row = next(k for k, s in enumerate(problem.model_structures) if s.run_type == "minimize")
+    n = problem.model.n_structures
+    relaxed, steps, rms = relax(problem.model, problem.base_params, [row], [300] * n, 0.5)
+    assert rms[row] < 0.5 and 0 < steps[row] < 300
+    assert steps.sum() == steps[row]
+    before, after = np.asarray(problem.model.batches[0][0]), np.asarray(relaxed.batches[0][0])
+    moved = np.nonzero(np.any(before != after, axis=(1, 2)))[0]
+    assert len(moved) == 1 and np.abs(before - after).max() > 0.01
+    # the loss sees the relaxed geometry: its force items give FIRE's final RMS force
+    theta0 = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
+    ev = make_evaluator(problem, 0.0, theta0)(theta0, relaxed)
+    name = problem.names[row].split(":", 1)[1]
+    label = "training" if problem.names[row].startswith("training") else "validation"
+    info = problem.training_info if label == "training" else problem.validation_info
+    residuals = ev.training_residuals if label == "training" else ev.validation_residuals
+    computed = [i.reference + r for i, r in zip(info, residuals)
+                if i.kind == "forces" and i.structures == (name,)]
+    assert np.sqrt(np.mean(np.square(computed))) == pytest.approx(rms[row], rel=1e-6)
+
+
+def test_fit_log_reports_the_relaxation(uninterrupted):
+    log = (uninterrupted.output_dir / "run.log").read_text()
+    assert "relaxed 1 structures (starting force field)" in log
+    # relaxed again with the parameters each outer step starts from (the first step starts
+    # from the starting force field, whose relaxation is reused)
+    assert "relaxed 1 structures (trial 1 step 2)" in log
+
+
+def _final(result):
+    return np.array(result.state.best["theta"]), result.summary["loss"]["final"]
+
+
+def test_resume_after_stop_matches_uninterrupted(uninterrupted, config, tmp_path):
+    stopped = _with(config, tmp_path)
+    with pytest.raises(FitInterrupted):
+        run_fit(stopped, stream=False, stop_after_steps=1)
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["step"] == 1 and not saved["finished"]
+    resumed = run_fit(stopped, resume=True, stream=False)
+    theta, final = _final(resumed)
+    np.testing.assert_array_equal(theta, _final(uninterrupted)[0])
+    assert final == _final(uninterrupted)[1]
+    assert (tmp_path / "ffield").read_text() == (uninterrupted.output_dir / "ffield").read_text()
+    assert "resuming" in (tmp_path / "run.log").read_text()
+
+
+class _SignalAt:
+    """A progress stream that sends this process SIGTERM when a given line is written."""
+
+    def __init__(self, text: str):
+        self.text, self.sent = text, False
+
+    def write(self, line: str) -> None:
+        if not self.sent and self.text in line:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_sigterm_saves_checkpoint_and_resume_matches(uninterrupted, config, tmp_path):
+    run = _with(config, tmp_path)
+    with pytest.raises(FitInterrupted) as caught:
+        run_fit(run, stream=_SignalAt("step 2 iter    2"))
+    assert caught.value.exit_code == 143
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["step"] == 1  # the last completed outer step
+    assert "SIGTERM" in (tmp_path / "run.log").read_text()
+    resumed = run_fit(run, resume=True, stream=False)
+    np.testing.assert_array_equal(_final(resumed)[0], _final(uninterrupted)[0])
+
+
+def test_zero_steps_evaluates_the_given_force_field(config, tmp_path):
+    result = run_fit(_with(config, tmp_path, steps=0), stream=False)
+    assert result.summary["loss"]["final"] == result.summary["loss"]["initial"]
+    assert result.state.history == []
+    for p in result.summary["parameters"]:
+        assert p["fitted"] == p["initial"]
+    rmse = result.summary["validation"]["rmse"]["energy"]
+    assert rmse["fitted"] == rmse["initial"] > 0
+
+
+def test_non_finite_loss_steers_the_optimizer_away():
+    """A stub problem: a quadratic in [0, 2] whose loss is NaN above 1.5."""
+    lines = []
+
+    def evaluate(theta):
+        x = float(theta[0])
+        value = (x - 1.8) ** 2 if x <= 1.5 else math.nan
+        gradient = np.array([2 * (x - 1.8)])
+        return Evaluation(np.array(theta), value, gradient, value, None, np.zeros(1), None,
+                          [] if x <= 1.5 else ["blown_up"], math.isfinite(value))
+
+    opt = _optimizer_options()
+    state = type("S", (), {"best": {"selection": math.inf}, "history": []})()
+    seen = []
+    result, last = _outer_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]), opt,
+                               lines.append, {"evaluations": 0},
+                               lambda ev, *a: seen.append(ev.loss), 0, 0, state, lambda: 0.0)
+    assert math.isfinite(result.fun) and result.fun < BAD_LOSS
+    assert 0.0 <= result.x[0] * 2.0 <= 1.5 + 1e-9
+    assert any("non-finite" in line and "blown_up" in line for line in lines)
+
+
+def _optimizer_options():
+    from reaxopt.config import OptimizerConfig
+
+    return OptimizerConfig(max_iterations=30)
+
+
+def test_cli_fit_writes_outputs_and_reports_bad_resume(config, monkeypatch):
+    from click.testing import CliRunner
+
+    from reaxopt.cli import main
+
+    monkeypatch.setenv("REAXOPT_CACHE_DIR", "off")
+    runner = CliRunner()
+    missing = runner.invoke(main, ["fit", str(config.path), "--resume"])
+    assert missing.exit_code == 2 and "no checkpoint" in missing.output
+    result = runner.invoke(main, ["fit", str(config.path)])
+    assert result.exit_code == 0, result.output
+    assert " iter " in result.output and "done in" in result.output
+    assert (config.output_dir / "summary.json").is_file()
+
+
+def test_model_batches_hold_every_structure_once(config):
+    """clusters = 2: two padded shapes from the clustering; rows map back to the structures."""
+    from reaxopt.forcefield import build_forcefield
+    from reaxopt.model import ModelOptions, build_model
+
+    inputs = load_inputs(config)
+    structures = inputs.training.structures + inputs.validation.structures
+    params, topology = build_forcefield(inputs.ffield)
+    model = build_model(structures, params, topology, ModelOptions(clusters=2))
+    assert len(model.batches) == 2 and len(model.sizes) == 2
+    stacked = np.concatenate([np.asarray(b[0]) for b in model.batches])
+    masks = np.concatenate([np.asarray(b[1].atom_mask) for b in model.batches])
+    order = np.asarray(model.order)
+    assert sorted(order.tolist()) == list(range(len(structures)))
+    for k, s in enumerate(structures):
+        assert masks[order[k]].sum() == s.n_atoms
+        np.testing.assert_array_equal(stacked[order[k], :s.n_atoms], s.positions)
