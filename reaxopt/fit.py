@@ -51,7 +51,8 @@ import numpy as np
 import scipy.optimize
 
 from reaxopt import loss as loss_module
-from reaxopt.config import Config, write_text_atomic
+from reaxopt.config import Config
+from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs

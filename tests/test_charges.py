@@ -7,7 +7,7 @@ import pytest
 
 import reaxopt  # noqa: F401  (x64)
 from nonbonded_cases import jitted, lammps_cases, lammps_reference, our_system
-from reaxopt.energy.charges import qeq_matrix, solve_charges
+from reaxopt.energy.charges import solve_charges
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reaxopt.config import write_text_atomic
+from reaxopt.io.files import write_text_atomic
 from reaxopt.io.ffield import write_ffield
 from reaxopt.io.params import set_values
 from reaxopt.loss import KINDS, report_values, rmse_by_kind
