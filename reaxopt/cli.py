@@ -99,14 +99,16 @@ def convert_text(*, ffield: Path, params: Path, geo: Path, trainset: Path, outpu
     """A commented YAML config for classic inputs, paths relative to ``output``'s directory."""
     from reaxopt.config import (EnergyConfig, LossConfig, MinimizeConfig, OptimizerConfig)
 
-    base = output.resolve().parent
+    # abspath, not resolve: paths keep the user's spelling (through symlinks such as ../shared),
+    # and config.py resolves them back the same lexical way.
+    base = Path(os.path.abspath(output)).parent
 
     def scalar(value) -> str:
         return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
             "\n...").removesuffix("...").strip()
 
     def rel(path: Path) -> str:
-        return scalar(_relative(path.resolve(), base))
+        return scalar(_relative(os.path.abspath(path), base))
 
     lines = [f"# reaxopt configuration written by `reaxopt convert` (reaxopt {__version__}).",
              f"# Every key, its default and units: {CONFIG_REFERENCE}.",
@@ -313,3 +315,51 @@ def evaluate(ffield: Path, geo: Path, output: Path | None) -> None:
     n = evaluate_to_jsonl(ffield, geo, output if output is not None else sys.stdout)
     if output is not None:
         click.echo(f"wrote {n} structures to {output}", err=True)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path(path_type=Path))
+def report(output_dir: Path) -> None:
+    """Redraw the figures and summary.md of the fit whose outputs are in OUTPUT_DIR.
+
+    Reads report.csv, history.csv and summary.json (and, for the structure families and scan
+    coordinates, the data named in config.yaml); writes parity.png, convergence.png,
+    scans.png and summary.md into OUTPUT_DIR. `reaxopt fit` writes them at the end of a run.
+    """
+    from reaxopt.report.markdown import missing_files, write_report
+
+    if not output_dir.is_dir():
+        raise InputError("expected the output directory of a fit, found no directory",
+                         file=output_dir)
+    missing = missing_files(output_dir)
+    if missing:
+        raise InputError(f"expected the output directory of a fit; it lacks "
+                         f"{', '.join(missing)} (run `reaxopt fit CONFIG` first)",
+                         file=output_dir)
+    for path in write_report(output_dir, warn=lambda line: click.echo(f"warning: {line}",
+                                                                      err=True)):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("ffield_a", type=click.Path(path_type=Path))
+@click.argument("ffield_b", type=click.Path(path_type=Path))
+@click.option("--config", "config", required=True, type=click.Path(path_type=Path),
+              help="YAML config whose data, items and weights both force fields are scored on.")
+def compare(ffield_a: Path, ffield_b: Path, config: Path) -> None:
+    """Print the errors of two force fields side by side on the same data.
+
+    Evaluates FFIELD_A and FFIELD_B exactly as `reaxopt fit` with optimizer.steps 0 would on
+    CONFIG's training and validation data (geometry optimisations included) and prints the RMSE
+    per item kind (kcal/mol, kcal/mol/Å, e, Å or degrees) and the losses, A and B in columns.
+    """
+    from reaxopt.compare import compare_text, evaluate_force_field
+    from reaxopt.config import load_config
+
+    for path in (ffield_a, ffield_b):
+        if not path.is_file():
+            raise InputError("force-field file not found", file=path)
+    _compilation_cache()
+    loaded = load_config(config)
+    summaries = [evaluate_force_field(loaded, path) for path in (ffield_a, ffield_b)]
+    click.echo(compare_text([ffield_a, ffield_b], summaries), nl=False)

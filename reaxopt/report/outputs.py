@@ -169,4 +169,18 @@ def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     write_text_atomic(out / "report.txt", _report_text(summary, parameters, rows))
     config.dump(out / "config.yaml")
+    _write_figures(out, inputs, log)
     return summary
+
+
+def _write_figures(out: Path, inputs, log) -> None:
+    """The figures and summary.md (``reaxopt.report.markdown``); a failure only warns."""
+    from reaxopt.report.markdown import write_report
+
+    warn = log if log is not None else (lambda line: print(line))
+    structures = inputs.training.structures + (inputs.validation.structures
+                                               if inputs.validation else [])
+    try:
+        write_report(out, structures, warn=lambda line: warn(f"warning: {line}"))
+    except Exception as exc:  # the fit's results are written; the figures are extras
+        warn(f"warning: could not write the figures and summary.md: {type(exc).__name__}: {exc}")

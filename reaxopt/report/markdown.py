@@ -1,0 +1,162 @@
+"""``summary.md`` and the figures of a fit, written from the files of its output directory.
+
+``write_report(out, structures=None)`` reads ``report.csv``, ``history.csv`` and
+``summary.json``, draws ``parity.png``, ``convergence.png`` and ``scans.png``
+(``reaxopt.report.plots``) and writes ``summary.md``: RMSE and MAE per item kind and per
+structure family (initial -> fitted), and links to the figures. Family and scan coordinate come
+from the structures' extended-XYZ info (``family``, ``coordinate``, ``coordinate_unit``); without
+``structures`` they are read through the output directory's ``config.yaml``. Classic trainset
+inputs carry no family: their summary has no family table and no scan figure (a note says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from reaxopt.io.files import write_text_atomic
+from reaxopt.report import plots
+
+REQUIRED = ("report.csv", "history.csv", "summary.json")
+FIGURES = (("parity.png", "Parity: computed vs reference"),
+           ("convergence.png", "Convergence of the loss"),
+           ("scans.png", "Energy along the scans"))
+NO_FAMILY = "(no family)"
+
+
+def missing_files(out: Path) -> list[str]:
+    """The files ``write_report`` needs that ``out`` lacks."""
+    return [name for name in REQUIRED if not (Path(out) / name).is_file()]
+
+
+def structures_from_config(out: Path):
+    """The training and validation structures the run in ``out`` used (via its config.yaml)."""
+    from reaxopt.config import load_config
+    from reaxopt.inputs import load_inputs
+
+    inputs = load_inputs(load_config(Path(out) / "config.yaml"))
+    return inputs.training.structures + (inputs.validation.structures if inputs.validation
+                                         else [])
+
+
+def error_stats(rows: list[dict]) -> dict:
+    """{n, rmse/mae initial, rmse/mae fitted} of report rows (fitted/initial minus reference)."""
+    reference = np.array([plots.to_float(r["reference"]) for r in rows])
+    out = {"n": len(rows)}
+    for column in ("initial", "fitted"):
+        error = np.array([plots.to_float(r[column]) for r in rows]) - reference
+        out[f"rmse_{column}"] = plots.rmse(error)
+        out[f"mae_{column}"] = float(np.mean(np.abs(error))) if error.size else math.nan
+    return out
+
+
+def _arrow(before: float, after: float) -> str:
+    return f"{before:.4g} → {after:.4g}"
+
+
+def _stats_table(groups: dict[tuple, list[dict]], first: list[str]) -> list[str]:
+    header = first + ["items", "RMSE (initial → fitted)", "MAE (initial → fitted)"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * len(first) + ["---:"] * 3) + "|"]
+    for key, rows in groups.items():
+        s = error_stats(rows)
+        lines.append("| " + " | ".join(list(key) + [str(s["n"]),
+                                                    _arrow(s["rmse_initial"], s["rmse_fitted"]),
+                                                    _arrow(s["mae_initial"], s["mae_fitted"])])
+                     + " |")
+    return lines
+
+
+def summary_markdown(summary: dict, rows: list[dict], labels: dict[str, dict],
+                     figures: list[str], notes: list[str]) -> str:
+    """The text of summary.md."""
+    lines = ["# reaxopt fit summary", "", f"Configuration: `{summary.get('config', '?')}`", ""]
+    loss = summary.get("loss") or {}
+    if loss:
+        lines.append(f"- training loss: {_arrow(loss['initial'], loss['final'])}")
+    validation = summary.get("validation_loss")
+    if validation:
+        lines.append(f"- validation loss: {_arrow(validation['initial'], validation['final'])}")
+    if "wall_seconds" in summary:
+        lines.append(f"- wall time {summary['wall_seconds']:.1f} s, of which the first "
+                     f"evaluation with compilation {summary.get('compile_seconds', 0):.1f} s; "
+                     f"{summary.get('evaluations', '?')} evaluations")
+    lines += ["", "Units: energy kcal/mol, forces kcal/mol/Å, charge e, geometry and cell Å or "
+              "degrees.", "", "## Errors per item kind", ""]
+    by_kind: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_kind.setdefault((r["set"], r["kind"]), []).append(r)
+    lines += _stats_table(by_kind, ["set", "kind"])
+    if labels:
+        by_family: dict[tuple, list[dict]] = {}
+        for r in sorted(rows, key=lambda r: (r["set"], r["kind"])):
+            label = labels.get(plots.first_structure(r["item"]))
+            family = label["family"] if label else NO_FAMILY
+            by_family.setdefault((r["set"], r["kind"], family), []).append(r)
+        lines += ["", "## Errors per family", ""]
+        lines += _stats_table(dict(sorted(by_family.items())), ["set", "kind", "family"])
+    lines += ["", "## Figures", ""]
+    titles = dict(FIGURES)
+    for name in figures:
+        lines += [f"### {titles.get(name, name)}", "", f"![{titles.get(name, name)}]({name})", ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_report(out: Path, structures=None, warn=None) -> list[Path]:
+    """Draw the figures and write summary.md into ``out``; returns the paths written.
+
+    A figure that fails is skipped with a warning (``warn``, a callable taking one line; default
+    ``warnings.warn``) and a note in summary.md. Raises FileNotFoundError naming the missing
+    files when ``out`` lacks report.csv, history.csv or summary.json.
+    """
+    import warnings
+
+    out = Path(out)
+    warn = warn or (lambda line: warnings.warn(line, stacklevel=2))
+    missing = missing_files(out)
+    if missing:
+        raise FileNotFoundError(f"{out} is not a reaxopt fit output directory: it lacks "
+                                f"{', '.join(missing)}")
+    rows = plots.read_rows(out / "report.csv")
+    history = plots.read_rows(out / "history.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    notes: list[str] = []
+    if structures is None:
+        try:
+            structures = structures_from_config(out)
+        except Exception as exc:  # the data may have moved since the fit
+            structures = []
+            notes.append(f"families and scans are not shown: reading the structures through "
+                         f"config.yaml failed ({' '.join(str(exc).split())})")
+    labels = plots.structure_labels(structures)
+    if structures and not labels:
+        notes.append("the structures carry no `family` info (classic trainset inputs): no "
+                     "per-family table and no scan figure")
+    draw = {"parity.png": lambda p: plots.parity_plot(rows, p),
+            "convergence.png": lambda p: plots.convergence_plot(history, p),
+            "scans.png": lambda p: plots.scan_plot(rows, labels, p)}
+    written, figures = [], []
+    for name, _ in FIGURES:
+        try:
+            path = draw[name](out / name)
+        except Exception as exc:  # a figure must never cost the fit its outputs
+            warn(f"could not draw {name}: {type(exc).__name__}: {exc}")
+            notes.append(f"{name} could not be drawn ({type(exc).__name__}: {exc})")
+            continue
+        if path is None:
+            if name == "convergence.png":
+                notes.append("no convergence figure: the run made no optimizer iterations")
+            elif name == "scans.png" and labels:
+                notes.append("no scan figure: no family has energies at three or more "
+                             "scan coordinates")
+            continue
+        written.append(path)
+        figures.append(name)
+    text = summary_markdown(summary, rows, labels, figures, notes)
+    write_text_atomic(out / "summary.md", text)
+    return written + [out / "summary.md"]
