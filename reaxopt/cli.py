@@ -251,9 +251,11 @@ def fit(config: Path, resume: bool) -> None:
 
     Prints one line per optimizer iteration (iteration, loss, best, elapsed seconds). Writes
     the best force field (ffield), report.csv/report.txt, history.csv, summary.json,
-    config.yaml and run.log, and a checkpoint after every outer step. SIGINT or SIGTERM
+    config.yaml, run.log, summary.md and the figures parity.png, convergence.png and
+    scans.png, and a checkpoint after every outer step. SIGINT or SIGTERM
     save the checkpoint and exit with status 130 or 143; --resume continues from it.
-    optimizer.steps 0 evaluates the given force field and writes the outputs.
+    optimizer.steps 0 evaluates the given force field and writes the outputs. Every config
+    key, its default and units: configs/README.md.
     """
     from reaxopt.config import load_config
     from reaxopt.fit import FitInterrupted, run_fit

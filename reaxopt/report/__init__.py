@@ -19,6 +19,10 @@ output directory:
                  item counts, the fitted parameters, the best point, ``wall_seconds`` and
                  ``compile_seconds`` (the first evaluation, compilation included).
 ``config.yaml``  the resolved configuration.
+``parity.png``, ``convergence.png``, ``scans.png``, ``summary.md``  the figures and the Markdown
+                 summary (RMSE/MAE per item kind and per family, before and after), drawn by
+                 ``reaxopt.report.plots`` and ``reaxopt.report.markdown``; ``reaxopt report DIR``
+                 draws them again from the files above.
 """
 
 from reaxopt.report.outputs import write_outputs
