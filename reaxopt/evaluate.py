@@ -1,8 +1,9 @@
 """Single-point evaluation of many structures: energy, the 12 terms, forces and charges.
 
 Structures are grouped by atom count (powers of two) and every group is padded to one shape (its
-largest pair and list counts, rounded up to m * 2^k, m in 4..7), so that a whole geometry file
-compiles the jitted energy once per group, not once per structure. Units: kcal/mol, Å, e.
+largest pair and list counts, rounded up to m * 2^k, m in 4..7) and evaluated by one vmapped
+call (``batched_energy_forces_charges``), so that a whole geometry file compiles the jitted
+energy once per group, not once per structure. Units: kcal/mol, Å, e.
 """
 
 from __future__ import annotations
@@ -144,9 +145,6 @@ def atom_bucket(n_atoms: int) -> int:
     return max(8, 1 << (int(n_atoms) - 1).bit_length())
 
 
-_compiled = jax.jit(energy_forces_charges, static_argnames="topology")
-
-
 def stack_systems(padded: list[tuple[np.ndarray, System]]) -> tuple[np.ndarray, System]:
     """(positions (B, N, 3), System with a leading batch axis) from equally padded systems."""
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded)
@@ -162,35 +160,68 @@ def batched_energy_forces_charges(positions, systems: System, params: Params,
     return jax.vmap(one)(positions, systems)
 
 
-def evaluate_structures(ffield_path, structures: list[Structure], *, bonded: bool = True
-                        ) -> list[dict]:
-    """[dict(name, energy, terms, forces (N, 3), charges (N,))] for every structure, in order.
+def _chunks(members: list[int], sizes: dict, budget: int) -> list[list[int]]:
+    """``members`` split into equal chunks whose padded list entries stay within ``budget``.
 
-    Structures are grouped by ``atom_bucket`` and each group padded to ``shared_sizes``, so the
-    energy compiles once per group. The force field is read from ``ffield_path``.
+    All chunks have the same length (the last one is filled up by repeating its final member),
+    so a group compiles once whatever its count.
     """
-    params, topology = build_forcefield(read_ffield(ffield_path))
+    per_structure = max(1, sum(sizes.values()))
+    length = max(1, min(len(members), budget // per_structure))
+    chunks = [members[k:k + length] for k in range(0, len(members), length)]
+    chunks[-1] = chunks[-1] + [chunks[-1][-1]] * (length - len(chunks[-1]))
+    return chunks
+
+
+def batch_structures(structures: list[Structure], params: Params, topology: Topology, *,
+                     bonded: bool = True, batch_budget: int = 2_000_000
+                     ) -> list[tuple[list[int], np.ndarray, System]]:
+    """[(members, positions (B, N, 3), systems)]: the structures in stacked, padded batches.
+
+    Structures are grouped by ``atom_bucket``, each group padded to its ``shared_sizes`` and
+    split into equal chunks of at most ``batch_budget`` padded list entries (atoms + pairs +
+    angles + ...) in all; the last chunk of a group repeats its final member to keep the shape.
+    members: indices into ``structures`` (repeats included). Host numpy throughout.
+    """
     cutoffs = bond_cutoffs_for(params, topology) if bonded else None
     built = [build_system(s, params, topology, bonded=bonded, cutoffs=cutoffs)
              for s in structures]
     groups: dict[int, list[int]] = {}
     for k, structure in enumerate(structures):
         groups.setdefault(atom_bucket(structure.n_atoms), []).append(k)
-    results: list = [None] * len(structures)
+    batches = []
     for bucket, members in groups.items():
         sizes = shared_sizes([built[k][1] for k in members])
         sizes["atoms"] = bucket
-        for k in members:
-            positions, system = pad_system(*built[k], sizes)
-            energy, terms, forces, charges = _compiled(positions, system, params,
-                                                       topology=topology)
+        for chunk in _chunks(members, sizes, batch_budget):
+            positions, systems = stack_systems([pad_system(*built[k], sizes) for k in chunk])
+            batches.append((chunk, positions, systems))
+    return batches
+
+
+def evaluate_structures(ffield_path, structures: list[Structure], *, bonded: bool = True,
+                        enobonds: bool = True, batch_budget: int = 2_000_000) -> list[dict]:
+    """[dict(name, energy, terms, forces (N, 3), charges (N,))] for every structure, in order.
+
+    One ``batched_energy_forces_charges`` call per ``batch_structures`` batch, so the energy
+    compiles once per group of similar size. The force field is read from ``ffield_path``;
+    enobonds: LAMMPS's keyword (default yes).
+    """
+    params, topology = build_forcefield(read_ffield(ffield_path), enobonds=enobonds)
+    results: list = [None] * len(structures)
+    for members, positions, systems in batch_structures(structures, params, topology,
+                                                        bonded=bonded,
+                                                        batch_budget=batch_budget):
+        energy, terms, forces, charges = jax.device_get(batched_energy_forces_charges(
+            positions, systems, params, topology=topology))
+        for b, k in enumerate(members):
             n = structures[k].n_atoms
             results[k] = {
                 "name": structures[k].name,
-                "energy": float(energy),
-                "terms": {name: float(terms[name]) for name in TERMS},
-                "forces": np.asarray(forces)[:n],
-                "charges": np.asarray(charges)[:n],
+                "energy": float(energy[b]),
+                "terms": {name: float(terms[name][b]) for name in TERMS},
+                "forces": np.asarray(forces[b])[:n],
+                "charges": np.asarray(charges[b])[:n],
             }
     return results
 

@@ -20,7 +20,9 @@ Topology (host numpy, static, hashable)
     (1 shielding, 2 inner wall, 3 both), lgvdw, first_row (mass < 21: valency_val := valency_boc),
     heavy (mass > 21: no lone-pair term in over-coordination, dfvl = 0), is_carbon (name "C":
     C2 lone-pair correction), triple_pair (T,T) (the triple-bond stabilisation applies: general
-    38 == 2 or a C/O pair by mass 12.0000/15.9990).
+    38 == 2 or a C/O pair by mass 12.0000/15.9990). Run option: enobonds (LAMMPS's pair_style
+    reaxff keyword, default True: atoms without any bond still get their lone-pair and
+    under-coordination energies; False drops both for such atoms).
 
 ForceField (dense tables, units)
     general (G,): the file's general parameters (unitless / as in the file); the named ones:
@@ -117,6 +119,7 @@ class Topology:
     triple_pair: np.ndarray  # (T,T) bool
     vdw_type: int
     lgvdw: bool
+    enobonds: bool = True
 
     @property
     def n_types(self) -> int:
@@ -125,7 +128,7 @@ class Topology:
     @functools.cached_property
     def _key(self):
         """Everything that identifies the topology (computed once; jit hashes it per call)."""
-        parts = [self.symbols, self.vdw_type, self.lgvdw]
+        parts = [self.symbols, self.vdw_type, self.lgvdw, self.enobonds]
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, np.ndarray):
@@ -344,9 +347,15 @@ def topology_from_ffield(ff: FField) -> Topology:
         vdw_type=_vdw_type(ff), lgvdw=ff.lgvdw)
 
 
-def build_forcefield(ffield: FField) -> tuple[Params, Topology]:
-    """Host-side: the file's values and the static tables that ``expand`` needs."""
-    return params_from_ffield(ffield), topology_from_ffield(ffield)
+def build_forcefield(ffield: FField, *, enobonds: bool = True) -> tuple[Params, Topology]:
+    """Host-side: the file's values and the static tables that ``expand`` needs.
+
+    enobonds: LAMMPS's ``pair_style reaxff ... enobonds`` (default yes), see ``Topology``.
+    """
+    topology = topology_from_ffield(ffield)
+    if not enobonds:
+        topology = dataclasses.replace(topology, enobonds=False)
+    return params_from_ffield(ffield), topology
 
 
 # ----------------------------------------------------------------------------- expand

@@ -184,7 +184,6 @@ def test_reaxopt_reads_the_dataset_in_kcal_per_mol(structures):
         assert structure.cell is None
 
 
-@pytest.mark.slow
 def test_regenerating_one_structure_reproduces_the_stored_energy_and_forces(structures, make_cho):
     try:
         import pyscf  # noqa: F401

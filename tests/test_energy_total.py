@@ -27,21 +27,12 @@ GROUPS = {
     "disulfide": ["disulfide_dmteBase", "disulfide_dmds"],
     "cobalt_slab": ["cobalt_Surf_adatom_fcc111"],
 }
-FAST = {"cho", "cobalt"}
-
-
 @pytest.fixture(scope="module")
 def cases(shared_datasets, tmp_path_factory):
     return {c[0]: c for c in lammps_cases(shared_datasets, tmp_path_factory.mktemp("ffields"))}
 
 
-def _group_params():
-    for group, names in GROUPS.items():
-        marks = () if group in FAST else (pytest.mark.slow,)
-        yield pytest.param(group, marks=marks, id=group)
-
-
-@pytest.mark.parametrize("group", list(_group_params()))
+@pytest.mark.parametrize("group", list(GROUPS))
 def test_terms_energy_forces_and_charges_match_lammps(cases, group):
     names = GROUPS[group]
     ffield = cases[names[0]][1]

@@ -66,6 +66,11 @@ def per_atom_sum(values, pair_i, pair_j, n_atoms):
             + jax.ops.segment_sum(values, pair_j, n_atoms))
 
 
+def has_bonds(bo: BondOrders, pairs, n_atoms):
+    """(N,) bool: the atom is an end of at least one bond (LAMMPS's ``numbonds > 0``)."""
+    return per_atom_sum(bo.bond.astype(jnp.int32), pairs.i, pairs.j, n_atoms) > 0
+
+
 def uncorrected_bond_orders(ff: ForceField, ti, tj, r, candidate):
     """BO'_s (incl. the (1 + bo_cut) factor), BO'_pi, BO'_pipi per pair; 0 where an atom's
     radius is <= 0 (LAMMPS checks the atoms' own r_s, r_pi, r_pipi)."""

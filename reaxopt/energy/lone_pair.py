@@ -1,23 +1,24 @@
 """Lone-pair energy (LAMMPS ``reaxff_multi_body.cpp``; compute pair reaxff ``elp``), kcal/mol.
 
-Per atom: p_lp2 Delta_lp / (1 + exp(-75 Delta_lp)) (also for atoms without bonds: LAMMPS's
-default ``enobonds yes``), plus LAMMPS's C2 correction: for each end of a bond between two atoms
-named "C", with D = Delta of that end, v = BO - D - 0.04 D^4, p_lp3 (v - 3)^2 where v > 3
-(only when p_lp3 = general 6 > 0.001).
+Per atom: p_lp2 Delta_lp / (1 + exp(-75 Delta_lp)) (for atoms without bonds only with
+``topology.enobonds``, LAMMPS's default ``enobonds yes``), plus LAMMPS's C2 correction: for each
+end of a bond between two atoms named "C", with D = Delta of that end, v = BO - D - 0.04 D^4,
+p_lp3 (v - 3)^2 where v > 3 (only when p_lp3 = general 6 > 0.001).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from reaxopt.energy.bond_order import BondOrders
+from reaxopt.energy.bond_order import BondOrders, has_bonds
 from reaxopt.forcefield import ForceField
 
 
 def lone_pair_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders):
     """Lone-pair energy incl. the C2 correction, kcal/mol."""
     e_atom = ff.p_lp2[types] * bo.delta_lp / (1.0 + jnp.exp(-75.0 * bo.delta_lp))
-    e_lp = jnp.sum(jnp.where(atom_mask, e_atom, 0.0))
+    counted = atom_mask if topology.enobonds else atom_mask & has_bonds(bo, pairs, types.shape[0])
+    e_lp = jnp.sum(jnp.where(counted, e_atom, 0.0))
 
     p_lp3 = ff.g(5)
     carbon = jnp.asarray(topology.is_carbon)

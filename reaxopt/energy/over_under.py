@@ -6,7 +6,8 @@ Per atom i, with dfvl = 0 for atoms heavier than 21 amu and 1 otherwise:
   (BO_pi + BO_pipi); Dlpc = Delta_i - dfvl Delta_lp_temp_i / (1 + p_ovun3 exp(p_ovun4 s2));
   E_over = s1 Dlpc / (Dlpc + valency_i + 1e-8) / (1 + exp(p_ovun2 Dlpc));
   E_under = -p_ovun5 (1 - exp(p_ovun6 Dlpc)) / (1 + exp(-p_ovun2 Dlpc))
-            / (1 + p_ovun7 exp(p_ovun8 s2)).
+            / (1 + p_ovun7 exp(p_ovun8 s2))
+          (for atoms without bonds only with ``topology.enobonds``, LAMMPS's default).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from reaxopt.energy.bond_order import BondOrders
+from reaxopt.energy.bond_order import BondOrders, has_bonds
 from reaxopt.forcefield import ForceField
 
 
@@ -42,4 +43,6 @@ def over_under_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: Bon
     e_over = s1 * dlpc / (dlpc + ff.valency[types] + 1e-8) / (1.0 + exp_ovun2)
     e_under = (-ff.p_ovun5[types] * (1.0 - jnp.exp(p_ovun6 * dlpc)) / (1.0 + 1.0 / exp_ovun2)
                / (1.0 + p_ovun7 * jnp.exp(p_ovun8 * s2)))
+    if not topology.enobonds:
+        e_under = jnp.where(has_bonds(bo, pairs, n), e_under, 0.0)
     return jnp.sum(jnp.where(atom_mask, e_over + e_under, 0.0))

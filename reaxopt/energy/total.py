@@ -8,6 +8,12 @@ documentation; values 4 and 13 are always zero there):
     conjugation (10 e_con), van_der_waals (11 e_vdW), coulomb (12 e_ele),
     charge_equilibration (14 e_pol).
 
+LAMMPS settings reproduced: the defaults of ``pair_style reaxff NULL`` (no control file). In
+particular ``tabulate 0`` (LAMMPS's default without a control file): van der Waals and Coulomb
+are evaluated analytically for every pair, never from LAMMPS's optional cubic-spline tables; and
+``enobonds yes`` unless ``topology.enobonds`` is False (``build_forcefield(..., enobonds=False)``:
+atoms without bonds then get no lone-pair or under-coordination energy).
+
 Charges come from the exact QEq solve (``reaxopt.energy.charges``). Two derivative paths:
 
 * forces: -dE/dx at FIXED charges, as LAMMPS computes them (the reported energy is not exactly
