@@ -207,8 +207,9 @@ def cluster(ffield: Path, geo: Path, k: int | None, as_json: bool) -> None:
     import json
     import time
 
-    from reaxopt.cluster.clustering import cluster_structures, clustering_summary
-    from reaxopt.cluster.sizes import InteractionSizes, count_interactions, cutoffs_for
+    from reaxopt.cluster.clustering import (cluster_structures, clustering_summary,
+                                            summary_lines)
+    from reaxopt.cluster.sizes import count_interactions, cutoffs_for
     from reaxopt.forcefield import build_forcefield
     from reaxopt.io.ffield import read_ffield
     from reaxopt.io.geometry import read_geometries
@@ -226,18 +227,8 @@ def cluster(ffield: Path, geo: Path, k: int | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary))
         return
-    fields = InteractionSizes.fields()
-    header = ["cluster", "structures"] + [f.replace("_", " ") for f in fields] + ["cost share"]
-    rows = [[str(c["index"]), str(len(c["structures"]))] + [str(c["padded"][f]) for f in fields]
-            + [f"{100 * c['cost_share']:.1f} %"] for c in summary["clusters"]]
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    chosen = "chosen automatically" if k is None else "as requested"
-    click.echo(f"{summary['structures']} structures in {result.n_clusters} clusters ({chosen}); "
-               f"padded sizes per cluster:")
-    for row in [header] + rows:
-        click.echo("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-    click.echo(f"padded cost {summary['padded_cost']:.4g}, unpadded cost "
-               f"{summary['unpadded_cost']:.4g}: ratio {summary['ratio']:.3f}")
+    for line in summary_lines(summary, "chosen automatically" if k is None else "as requested"):
+        click.echo(line)
     click.echo(f"compile count: {summary['compile_count']} (one per cluster shape); "
                f"interactions counted in {seconds:.2f} s")
 

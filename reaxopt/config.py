@@ -22,7 +22,7 @@ from reaxopt.errors import InputError
 
 METHODS = ("L-BFGS-B", "SLSQP")
 INITS = ("fixed", "educated", "random")
-MINIMIZERS = ("fire", "lbfgs")
+MINIMIZERS = ("fire",)  # batched FIRE (reaxopt.minimize); L-BFGS is not implemented
 ENERGY_MODES = ("relative", "absolute")
 # Energy units of ASE-readable files (reaxopt.io.ase_io.energy_unit_factor also takes aliases);
 # None: the file's own ``energy_unit`` info key, else eV.
@@ -94,10 +94,12 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class EnergyConfig:
+    """LAMMPS ``pair_style reaxff`` keywords. The cutoffs are LAMMPS's defaults and not
+    settable: nonbonded from the ffield's general parameter 13, hydrogen bonds 7.5 Å, bonded
+    neighbourhood 5 Å."""
+
     lgvdw: bool | None = None  # None: on when the ffield carries the lgvdw atom line
-    nonbonded_cutoff: float = 10.0  # Å
-    hbond_cutoff: float = 7.5  # Å
-    bond_cutoff: float = 5.0  # Å
+    enobonds: bool = True
 
 
 @dataclass(frozen=True)
@@ -429,9 +431,7 @@ _LOSS_CHECKS = {
 }
 _ENERGY_CHECKS = {
     "lgvdw": _bool,
-    "nonbonded_cutoff": lambda c, k, v: _float(c, k, v, positive=True),
-    "hbond_cutoff": lambda c, k, v: _float(c, k, v, positive=True),
-    "bond_cutoff": lambda c, k, v: _float(c, k, v, positive=True),
+    "enobonds": _bool,
 }
 
 TOP_LEVEL_KEYS = ("force_field", "params", "geo", "trainset", "structures", "validation",

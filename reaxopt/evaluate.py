@@ -1,9 +1,12 @@
 """Single-point evaluation of many structures: energy, the 12 terms, forces and charges.
 
-Structures are grouped by atom count (powers of two) and every group is padded to one shape (its
-largest pair and list counts, rounded up to m * 2^k, m in 4..7) and evaluated by one vmapped
-call (``batched_energy_forces_charges``), so that a whole geometry file compiles the jitted
-energy once per group, not once per structure. Units: kcal/mol, Å, e.
+Structures are grouped by ``reaxopt.cluster.clustering.cluster_structures`` (K chosen for one
+pass, ``ONE_PASS``, unless given), every cluster is padded to its padded sizes and evaluated by
+one vmapped call per chunk (``batched_energy_forces_charges``), so that a whole geometry file
+compiles the jitted energy once per cluster shape, not once per structure. Units: kcal/mol, Å, e.
+
+``build_system`` / ``system_at`` build one structure's lists on the host (optionally with a skin,
+for structures that move), ``pad_system`` pads them to a cluster's sizes.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import os
 import jax
 import numpy as np
 
+from reaxopt.cluster.clustering import ONE_PASS, cluster_structures
 from reaxopt.cluster.lists import bond_cutoffs, build_bonded_lists
 from reaxopt.cluster.neighbours import PairList, half_pair_images, pad_pairs
+from reaxopt.cluster.padding import pad_system_sizes, stack_trees, system_interaction_sizes
+from reaxopt.cluster.sizes import Cutoffs
 from reaxopt.energy.total import TERMS, System, energy_forces_charges
 from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, Topology, build_forcefield, expand
@@ -55,27 +61,40 @@ def bond_cutoffs_for(params: Params, topology: Topology) -> np.ndarray:
 
 
 def build_system(structure: Structure, params: Params, topology: Topology, *,
-                 bonded: bool = True, cutoffs: np.ndarray | None = None
+                 bonded: bool = True, cutoffs: np.ndarray | None = None, skin: float = 0.0
                  ) -> tuple[np.ndarray, System]:
     """(positions (N, 3), System) for one structure, unpadded (host numpy; see ``pad_system``).
 
     bonded: also build the bonded terms' lists (``reaxopt.cluster.lists``; ``cutoffs`` from
     ``bond_cutoffs_for``, computed here if not given); False gives a System whose bonded terms
-    are zero (nonbonded only).
+    are zero (nonbonded only). skin (Å): widen every cutoff by it (``Cutoffs.widened``), for a
+    structure whose atoms will move; the energy must then drop the nonbonded pairs beyond the
+    taper radius (``reaxopt.cluster.neighbours.pairs_within``).
     """
     positions = np.asarray(structure.positions, float)
     types = atom_types(structure, topology)
-    cell = np.zeros((3, 3)) if structure.cell is None else np.asarray(structure.cell, float)
-    i, j, images = half_pair_images(positions, structure.cell, float(params.general[12]))
+    if bonded and cutoffs is None:
+        cutoffs = bond_cutoffs_for(params, topology)
+    bond = cutoffs if bonded else np.zeros((topology.n_types,) * 2)
+    limits = Cutoffs(nonbonded=float(params.general[12]), bond=np.asarray(bond, float))
+    return positions, system_at(positions, structure.cell, types, structure.total_charge,
+                                topology, limits.widened(skin) if skin else limits, bonded)
+
+
+def system_at(positions, cell, types, total_charge: float, topology: Topology,
+              cutoffs: Cutoffs, bonded: bool = True) -> System:
+    """The unpadded System of atoms of ``types`` at ``positions`` (Å) in ``cell`` (row vectors,
+    None for a molecule), with lists built with ``cutoffs`` (host numpy)."""
+    positions = np.asarray(positions, float)
+    i, j, images = half_pair_images(positions, cell, cutoffs.nonbonded)
     lists = None
     if bonded:
-        if cutoffs is None:
-            cutoffs = bond_cutoffs_for(params, topology)
-        lists = build_bonded_lists(positions, structure.cell, types, topology, cutoffs)
-    system = System(cell=cell, types=types, atom_mask=np.ones(len(types), bool),
-                    total_charge=np.float64(structure.total_charge),
-                    pairs=pad_pairs(i, j, images, len(i)), lists=lists)
-    return positions, system
+        lists = build_bonded_lists(positions, cell, types, topology, np.asarray(cutoffs.bond),
+                                   hbond_cut=cutoffs.hbond, bond_cut=cutoffs.bond_max)
+    return System(cell=np.zeros((3, 3)) if cell is None else np.asarray(cell, float),
+                  types=np.asarray(types, np.int32), atom_mask=np.ones(len(types), bool),
+                  total_charge=np.float64(total_charge), pairs=pad_pairs(i, j, images, len(i)),
+                  lists=lists)
 
 
 def system_sizes(system: System) -> dict:
@@ -121,8 +140,9 @@ def pad_system(positions, system: System, sizes: dict) -> tuple[np.ndarray, Syst
     n, n_atoms = len(positions), sizes["atoms"]
     padded = np.zeros((n_atoms, 3))
     padded[:n] = positions
-    # padding atoms sit far from everything and from each other; no list holds them
-    padded[n:] = 1.0e4 * (1.0 + np.arange(n_atoms - n))[:, None]
+    # padding atoms sit far from everything and from each other (also when an already padded
+    # system is padded further); no list holds them
+    padded[n:] = 1.0e4 * (1.0 + np.arange(n, n_atoms))[:, None]
     lists = None if system.lists is None else _pad_lists(system.lists, sizes)
     return padded, System(cell=system.cell, types=_pad_rows(system.types, n_atoms, 0),
                           atom_mask=_pad_rows(system.atom_mask, n_atoms, False),
@@ -147,7 +167,7 @@ def atom_bucket(n_atoms: int) -> int:
 
 def stack_systems(padded: list[tuple[np.ndarray, System]]) -> tuple[np.ndarray, System]:
     """(positions (B, N, 3), System with a leading batch axis) from equally padded systems."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *padded)
+    return stack_trees(padded)
 
 
 @functools.partial(jax.jit, static_argnames="topology")
@@ -174,44 +194,46 @@ def _chunks(members: list[int], sizes: dict, budget: int) -> list[list[int]]:
 
 
 def batch_structures(structures: list[Structure], params: Params, topology: Topology, *,
-                     bonded: bool = True, batch_budget: int = 2_000_000
+                     bonded: bool = True, batch_budget: int = 2_000_000,
+                     clusters: int | None = None
                      ) -> list[tuple[list[int], np.ndarray, System]]:
     """[(members, positions (B, N, 3), systems)]: the structures in stacked, padded batches.
 
-    Structures are grouped by ``atom_bucket``, each group padded to its ``shared_sizes`` and
-    split into equal chunks of at most ``batch_budget`` padded list entries (atoms + pairs +
-    angles + ...) in all; the last chunk of a group repeats its final member to keep the shape.
-    members: indices into ``structures`` (repeats included). Host numpy throughout.
+    Structures are grouped by ``cluster_structures`` (``clusters`` clusters, default chosen for
+    one pass: ``ONE_PASS``), each cluster padded to its padded sizes and split into equal
+    chunks of at most ``batch_budget`` padded list entries (atoms + pairs + angles + ...) in
+    all; the last chunk of a cluster repeats its final member to keep the shape. members:
+    indices into ``structures`` (repeats included). Host numpy throughout.
     """
     cutoffs = bond_cutoffs_for(params, topology) if bonded else None
     built = [build_system(s, params, topology, bonded=bonded, cutoffs=cutoffs)
              for s in structures]
-    groups: dict[int, list[int]] = {}
-    for k, structure in enumerate(structures):
-        groups.setdefault(atom_bucket(structure.n_atoms), []).append(k)
+    clustering = cluster_structures([system_interaction_sizes(system) for _, system in built],
+                                    clusters, auto=ONE_PASS)
     batches = []
-    for bucket, members in groups.items():
-        sizes = shared_sizes([built[k][1] for k in members])
-        sizes["atoms"] = bucket
-        for chunk in _chunks(members, sizes, batch_budget):
+    for c, padded in enumerate(clustering.padded):
+        sizes = pad_system_sizes(padded)
+        for chunk in _chunks(clustering.members(c).tolist(), sizes, batch_budget):
             positions, systems = stack_systems([pad_system(*built[k], sizes) for k in chunk])
             batches.append((chunk, positions, systems))
     return batches
 
 
 def evaluate_structures(ffield_path, structures: list[Structure], *, bonded: bool = True,
-                        enobonds: bool = True, batch_budget: int = 2_000_000) -> list[dict]:
+                        enobonds: bool = True, batch_budget: int = 2_000_000,
+                        clusters: int | None = None) -> list[dict]:
     """[dict(name, energy, terms, forces (N, 3), charges (N,))] for every structure, in order.
 
     One ``batched_energy_forces_charges`` call per ``batch_structures`` batch, so the energy
-    compiles once per group of similar size. The force field is read from ``ffield_path``;
-    enobonds: LAMMPS's keyword (default yes).
+    compiles once per cluster shape (``clusters``: their number, default chosen for one pass).
+    The force field is read from ``ffield_path``; enobonds: LAMMPS's keyword (default yes).
     """
     params, topology = build_forcefield(read_ffield(ffield_path), enobonds=enobonds)
     results: list = [None] * len(structures)
     for members, positions, systems in batch_structures(structures, params, topology,
                                                         bonded=bonded,
-                                                        batch_budget=batch_budget):
+                                                        batch_budget=batch_budget,
+                                                        clusters=clusters):
         energy, terms, forces, charges = jax.device_get(batched_energy_forces_charges(
             positions, systems, params, topology=topology))
         for b, k in enumerate(members):

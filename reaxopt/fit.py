@@ -45,7 +45,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
@@ -54,10 +53,12 @@ from reaxopt import loss as loss_module
 from reaxopt.config import Config
 from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
-from reaxopt.forcefield import Params, build_forcefield
+from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
-from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, loosest_params, predict,
-                           theta_map)
+from reaxopt.response import (Response, batch_force_constants, linearised_positions,
+                              relaxed_response)
+from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
+                           loosest_params, theta_map)
 
 BAD_LOSS = 1.0e20  # handed to the optimizer where the loss or its gradient is not finite
 CHECKPOINT = "checkpoint.json"
@@ -99,11 +100,26 @@ class Problem:
     model_structures: list  # the structures of the model rows
 
 
+def forcefield_for(ffield, config: Config) -> tuple[Params, Topology]:
+    """``build_forcefield`` with the config's ``energy`` keywords (LAMMPS's ``enobonds``;
+    ``lgvdw`` must agree with the force field's format, as LAMMPS requires)."""
+    params, topology = build_forcefield(ffield, enobonds=config.energy.enobonds)
+    wanted = config.energy.lgvdw
+    if wanted is not None and wanted != topology.lgvdw:
+        raise InputError(
+            f"energy.lgvdw is {str(wanted).lower()} but the force field {config.force_field} "
+            f"{'has no' if wanted else 'has the'} low-gradient vdW parameters (the atoms' fifth "
+            "line); LAMMPS reads the file by that format, so expected lgvdw to match it: "
+            "remove the key or use a force field of the other kind", file=config.path,
+            key="energy.lgvdw")
+    return params, topology
+
+
 def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Problem:
     """Build the model over the training and validation structures and compile the items."""
     config = inputs.config
     options = options or ModelOptions(clusters=config.clusters)
-    params, topology = build_forcefield(inputs.ffield)
+    params, topology = forcefield_for(inputs.ffield, config)
     tmap = theta_map(inputs.params)
     if tmap.size == 0:
         raise InputError("the params file selects no parameters; expected at least one line",
@@ -135,10 +151,19 @@ def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Proble
                    validation_info, tmap.from_params(params), tuple(names), structures)
 
 
-def _evaluate(theta, model, training, validation, base_params, theta_reference, regularization,
+def _measured_rows(problem: Problem) -> set[int]:
+    """Model rows whose atom positions a geometry target measures (training or validation)."""
+    rows: set[int] = set()
+    for items in (problem.training, problem.validation):
+        if items is not None:
+            rows.update(int(r) for r in np.asarray(items.geometry["row"]).ravel())
+    return rows
+
+
+def _evaluate(theta, predictions, training, validation, theta_reference, regularization, response,
               tmap):
-    params = tmap.to_params(theta, base_params)
-    predictions = predict(model, params)
+    if response is not None:
+        predictions = linearised_positions(predictions, response)
     data_loss = loss_module.loss(training, predictions)
     penalty = loss_module.regularization(theta, theta_reference, tmap.lower, tmap.upper,
                                          regularization)
@@ -151,7 +176,17 @@ def _evaluate(theta, model, training, validation, base_params, theta_reference, 
     return data_loss + penalty, aux
 
 
-_value_and_grad = jax.jit(jax.value_and_grad(_evaluate, has_aux=True), static_argnames="tmap")
+# one jitted energy call per cluster, then the loss (``reaxopt.model.clustered_value_and_grad``)
+_value_and_grad = clustered_value_and_grad(_evaluate, static_argnames="tmap")
+
+
+@dataclass(frozen=True)
+class Relaxed:
+    """A model at relaxed positions and, for the relaxed structures that geometry targets
+    measure, how those positions move with the parameters (``reaxopt.response``)."""
+
+    model: Model
+    response: Response | None = None
 
 
 @dataclass
@@ -171,16 +206,18 @@ class Evaluation:
 
 def make_evaluator(problem: Problem, regularization: float, theta_reference: np.ndarray
                    ) -> Callable[[np.ndarray], Evaluation]:
-    """(theta, model=problem.model) -> Evaluation, through the shared jitted loss and gradient.
+    """(theta, relaxed=None) -> Evaluation, through the shared jitted loss and gradient.
 
-    model: the problem's model or one with relaxed positions (``reaxopt.minimize.relax``).
+    relaxed: the geometry to evaluate at (``Relaxed``: a model with relaxed positions and the
+    response of those that geometry targets measure); None: the problem's input geometry.
     """
 
-    def evaluate(theta: np.ndarray, model: Model | None = None) -> Evaluation:
+    def evaluate(theta: np.ndarray, relaxed: Relaxed | None = None) -> Evaluation:
+        relaxed = relaxed or Relaxed(problem.model)
         (value, aux), gradient = _value_and_grad(
-            jnp.asarray(theta), problem.model if model is None else model, problem.training,
-            problem.validation, problem.base_params, jnp.asarray(theta_reference),
-            jnp.asarray(regularization), tmap=problem.theta_map)
+            jnp.asarray(theta), relaxed.model, problem.theta_map, problem.base_params,
+            problem.training, problem.validation, jnp.asarray(theta_reference),
+            jnp.asarray(regularization), relaxed.response, tmap=problem.theta_map)
         value = float(value)
         gradient = np.asarray(gradient, float)
         finite_flags = np.asarray(aux["finite"], bool)
@@ -333,37 +370,45 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
               for s in problem.model_structures]
     minimized = [k for k, s in enumerate(problem.model_structures)
                  if s.run_type != "single_point" and limits[k] > 0]
-    if minimized and config.minimize.method != "fire":
-        log(f"warning: minimize.method {config.minimize.method} is not implemented; the "
-            f"{len(minimized)} structures that ask for a geometry optimisation use FIRE")
+    measured = _measured_rows(problem)
+    responding = [k for k in minimized if k in measured]
+    relaxations: dict[bytes, Relaxed] = {}  # the last relaxation, by parameters
 
-    relaxed: dict[bytes, Model] = {}  # the last relaxation, by parameters
-
-    def model_at(theta: np.ndarray, what: str) -> Model:
-        """The model with the minimised structures relaxed under the parameters theta."""
+    def model_at(theta: np.ndarray, what: str) -> Relaxed:
+        """The model with the minimised structures relaxed under the parameters theta, and
+        the response of those that geometry targets measure."""
         if not minimized:
-            return problem.model
+            return Relaxed(problem.model)
         key = np.asarray(theta, float).tobytes()
-        if key in relaxed:
-            return relaxed[key]
-        from reaxopt.minimize import relax
+        if key in relaxations:
+            return relaxations[key]
+        from reaxopt.minimize import fire_batch, relax
 
         t = time.perf_counter()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
         model, steps, rms = relax(problem.model, params, minimized, limits,
                                   config.minimize.rms_force)
+        response = relaxed_response(model, params, responding) if responding else None
+        # Each compiled executable holds thousands of memory maps (XLA CPU) and Linux caps a
+        # process at vm.max_map_count (65530 by default): drop the relaxation's executables
+        # before the loss compiles its own (the persistent compilation cache reloads them).
+        fire_batch.clear_cache()
+        batch_force_constants.clear_cache()
         worst = int(np.argmax(rms[minimized]))
         log(f"relaxed {len(minimized)} structures ({what}) in {time.perf_counter() - t:.1f} s: "
             f"up to {int(steps[minimized].max())} steps, largest final RMS force "
             f"{rms[minimized][worst]:.3g} kcal/mol/Å "
-            f"({problem.model_structures[minimized[worst]].name})")
-        relaxed.clear()
-        relaxed[key] = model
-        return model
+            f"({problem.model_structures[minimized[worst]].name})"
+            + (f"; geometry response of {len(responding)}" if responding else ""))
+        relaxations.clear()
+        relaxations[key] = Relaxed(model, response)
+        return relaxations[key]
 
     log(f"model: {problem.model.n_structures} structures in {len(problem.model.batches)} "
         f"padded batch(es); training items {sum(problem.training.counts().values())}, "
         f"validation items {len(problem.validation_info)}; {tmap.size} parameters")
+    for line in problem.model.summary_lines():
+        log(line)
 
     labels = list(tmap.labels)
     if resume:
@@ -454,7 +499,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     raise FitInterrupted(signal.SIGTERM, checkpoint_path)
                 theta, step = np.array(state.theta), state.step
                 step_model = model_at(theta, f"trial {trial + 1} step {step + 1}")
-                result, last = _outer_step(partial(evaluate, model=step_model), theta, lower,
+                result, last = _outer_step(partial(evaluate, relaxed=step_model), theta, lower,
                                            span, opt, log, counter, consider, trial, step, state,
                                            elapsed)
                 before = last["start_loss"]

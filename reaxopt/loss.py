@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reaxopt.energy.safe_math import safe_norm
+
 
 KINDS = ("energy", "forces", "charge", "geometry", "cell", "heatfo")
 CELL_PARAMETERS = ("a", "b", "c", "alpha", "beta", "gamma")
@@ -286,10 +288,16 @@ def _minimum_image(d, cell):
     return jnp.where(periodic, wrapped, d)
 
 
+def _safe_arctan2(y, x):
+    """arctan2 with a zero (not NaN) gradient at y = x = 0, where the angle is undefined."""
+    ok = x * x + y * y > 0
+    return jnp.where(ok, jnp.arctan2(jnp.where(ok, y, 0.0), jnp.where(ok, x, 1.0)), 0.0)
+
+
 def _angle_between(u, v):
-    """Angle (radians) between vectors u, v (..., 3), via atan2 (stable near 0 and pi)."""
-    cross = jnp.linalg.norm(jnp.cross(u, v), axis=-1)
-    return jnp.arctan2(cross, jnp.sum(u * v, axis=-1))
+    """Angle (radians) between vectors u, v (..., 3), via atan2 (stable near 0 and pi; finite
+    gradients at exactly 0 and pi, where the angle has a kink)."""
+    return _safe_arctan2(safe_norm(jnp.cross(u, v)), jnp.sum(u * v, axis=-1))
 
 
 def _dihedral(b0, b1, b2):
@@ -301,7 +309,7 @@ def _dihedral(b0, b1, b2):
     n1 = jnp.cross(b0, b1)
     n2 = jnp.cross(b1, b2)
     y = jnp.linalg.norm(b1, axis=-1) * jnp.sum(b0 * n2, axis=-1)
-    return jnp.arctan2(y, jnp.sum(n1 * n2, axis=-1))
+    return _safe_arctan2(y, jnp.sum(n1 * n2, axis=-1))
 
 
 def rms_forces(predictions) -> Any:

@@ -10,29 +10,61 @@ the loss sees the relaxed energies, forces and geometries; the derivative of the
 geometry with respect to the parameters is not followed (the geometry counts as fixed within an
 outer optimisation step, as in ReaxFF's own fitting).
 
-Limitations: the pair and bonded lists stay those built at the input geometry (fine for the
-moderate relaxations of a training set; a structure that moves far should be given relaxed);
-cells are not relaxed (``cell_opt`` structures relax their atoms only).
+Lists that move with the geometry: a relaxed structure's lists are built with a skin
+(``Model.skins``) and hold every interaction while no atom is more than skin/2 from where they
+were built (``Model.anchors``). A FIRE step that would take an atom further is not taken: the
+structure pauses, its lists are rebuilt on the host at its current positions (``rebuild_lists``)
+and, if they no longer fit the batch's padded sizes, the whole batch is padded to ``grown``
+sizes (one new compilation; ``GROWTH_HEADROOM`` extra room so that it stays rare); then FIRE
+continues from the same state, so the trajectory is the one complete lists give. Interactions
+are never lost. Cells are not relaxed (``cell_opt`` structures relax their atoms only).
 
-FIRE settings (ASE's defaults, with forces scaled from kcal/mol/Å to eV/Å): dt 0.1, dt_max
-1.0, N_min 5, f_inc 1.1, f_dec 0.5, alpha_start 0.1, f_alpha 0.99, largest step 0.2 Å.
+FIRE settings (ASE's defaults, with forces scaled from kcal/mol/Å to eV/Å for FIRE's steps): dt
+0.1, dt_max 1.0, N_min 5, f_inc 1.1, f_dec 0.5, alpha_start 0.1, f_alpha 0.99, largest step
+0.2 Å.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reaxopt.energy.total import energy_forces_charges
+from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, stack_trees,
+                                     system_interaction_sizes, unstack_tree)
+from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
+from reaxopt.model import energy_forces_charges_moving
 
 KCAL_PER_EV = 23.060547830619029  # kcal/mol per eV (forces are scaled to eV/Å for FIRE's steps)
 DT, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA0, F_ALPHA, MAX_STEP = (0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99,
                                                               0.2)
+GROWTH_HEADROOM = 0.25  # extra room (share of the count) when a batch's lists outgrow it
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class FireState:
+    """FIRE's state per structure of a batch (B leading): velocities (B, n, 3) in FIRE's units,
+    dt, alpha, steps since the last uphill step, steps taken."""
+
+    velocity: Any
+    dt: Any
+    alpha: Any
+    since: Any
+    steps: Any
+
+
+def fire_start(positions) -> FireState:
+    """FIRE's initial state for a batch of positions (B, n, 3)."""
+    b = positions.shape[0]
+    return FireState(jnp.zeros_like(positions), jnp.full(b, DT), jnp.full(b, ALPHA0),
+                     jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32))
 
 
 def _rms(forces, mask):
@@ -41,87 +73,141 @@ def _rms(forces, mask):
 
 
 @partial(jax.jit, static_argnames="topology")
-def fire_batch(positions, system, params: Params, active, max_steps, rms_force, topology):
-    """Relax a batch: positions (B, n, 3); active (B,) bool; max_steps (B,) int.
+def fire_batch(positions, state: FireState, system, params: Params, anchors, half_skin,
+               max_steps, rms_force, topology):
+    """FIRE on a batch: positions (B, n, 3) Å; anchors (B, n, 3) where the lists were built;
+    half_skin (B,) Å; max_steps (B,) int (counted in ``state.steps``); rms_force kcal/mol/Å.
 
-    Returns (positions, steps taken (B,), final RMS force (B,)).
+    A structure runs until converged, out of steps, or until its next step would move an atom
+    more than half_skin from its anchor (that step is not taken). Returns (positions, state,
+    RMS force (B,) kcal/mol/Å, paused (B,) bool: stopped for a list rebuild).
     """
     def forces_of(x):
-        _, _, f, _ = jax.vmap(energy_forces_charges, in_axes=(0, 0, None, None))(
+        _, f, _ = jax.vmap(energy_forces_charges_moving, in_axes=(0, 0, None, None))(
             x, system, params, topology)
         return jnp.where(system.atom_mask[..., None], f, 0.0) / KCAL_PER_EV
 
     mask = system.atom_mask
-    b = positions.shape[0]
 
-    def running(state):
-        _, _, _, _, _, _, steps, rms = state
-        return active & (steps < max_steps) & (rms * KCAL_PER_EV >= rms_force)
+    def running(carry):
+        _, s, _, rms, paused = carry
+        return (s.steps < max_steps) & (rms * KCAL_PER_EV >= rms_force) & ~paused
 
-    def cond(state):
-        return jnp.any(running(state))
-
-    def body(state):
-        x, v, f, dt, alpha, since, steps, rms = state
-        go = running(state)
-        power = jnp.sum(f * v, axis=(1, 2))
+    def body(carry):
+        x, s, f, _, paused = carry
+        go = running(carry)
+        power = jnp.sum(f * s.velocity, axis=(1, 2))
         norm_f = jnp.sqrt(jnp.sum(f * f, axis=(1, 2))) + 1e-30
-        norm_v = jnp.sqrt(jnp.sum(v * v, axis=(1, 2)))
-        mixed = (1 - alpha)[:, None, None] * v \
-            + (alpha * norm_v / norm_f)[:, None, None] * f
+        norm_v = jnp.sqrt(jnp.sum(s.velocity * s.velocity, axis=(1, 2)))
+        mixed = (1 - s.alpha)[:, None, None] * s.velocity \
+            + (s.alpha * norm_v / norm_f)[:, None, None] * f
         uphill = power <= 0.0
         v = jnp.where(uphill[:, None, None], 0.0, mixed)
-        grow = (~uphill) & (since > N_MIN)
-        dt_new = jnp.where(uphill, dt * F_DEC, jnp.where(grow, jnp.minimum(dt * F_INC, DT_MAX),
-                                                         dt))
-        alpha_new = jnp.where(uphill, ALPHA0, jnp.where(grow, alpha * F_ALPHA, alpha))
-        since_new = jnp.where(uphill, 0, since + 1)
-        v = v + dt_new[:, None, None] * f
-        dx = dt_new[:, None, None] * v
+        grow = (~uphill) & (s.since > N_MIN)
+        dt = jnp.where(uphill, s.dt * F_DEC, jnp.where(grow, jnp.minimum(s.dt * F_INC, DT_MAX),
+                                                       s.dt))
+        alpha = jnp.where(uphill, ALPHA0, jnp.where(grow, s.alpha * F_ALPHA, s.alpha))
+        since = jnp.where(uphill, 0, s.since + 1)
+        v = v + dt[:, None, None] * f
+        dx = dt[:, None, None] * v
         largest = jnp.max(jnp.linalg.norm(dx, axis=-1), axis=1)
         dx = dx * jnp.minimum(1.0, MAX_STEP / jnp.maximum(largest, 1e-30))[:, None, None]
-        dx = jnp.where(mask[..., None] & go[:, None, None], dx, 0.0)
-        x_new = x + dx
+        dx = jnp.where(mask[..., None], dx, 0.0)
+        leaving = jnp.max(jnp.linalg.norm(x + dx - anchors, axis=-1), axis=1) > half_skin
+        take = go & ~leaving
+        x_new = x + jnp.where(take[:, None, None], dx, 0.0)
         f_new = forces_of(x_new)
-        keep = go[:, None, None]
-        return (x_new, jnp.where(keep, v, 0.0), jnp.where(keep, f_new, f),
-                jnp.where(go, dt_new, dt), jnp.where(go, alpha_new, alpha),
-                jnp.where(go, since_new, since), steps + go.astype(steps.dtype),
-                jnp.where(go, _rms(f_new, mask), rms))
+        keep = take[:, None, None]
+        state = FireState(jnp.where(keep, v, s.velocity), jnp.where(take, dt, s.dt),
+                          jnp.where(take, alpha, s.alpha), jnp.where(take, since, s.since),
+                          s.steps + take.astype(s.steps.dtype))
+        f = jnp.where(keep, f_new, f)
+        return x_new, state, f, _rms(f, mask), paused | (go & leaving)
 
     f0 = forces_of(positions)
-    state = (positions, jnp.zeros_like(positions), f0, jnp.full(b, DT), jnp.full(b, ALPHA0),
-             jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32), _rms(f0, mask))
-    x, _, _, _, _, _, steps, rms = jax.lax.while_loop(cond, body, state)
-    return x, steps, rms * KCAL_PER_EV
+    carry = (positions, state, f0, _rms(f0, mask), jnp.zeros(positions.shape[0], bool))
+    x, state, _, rms, paused = jax.lax.while_loop(lambda c: jnp.any(running(c)), body, carry)
+    return x, state, rms * KCAL_PER_EV, paused
+
+
+def rebuild_lists(model, batch: int, slots, positions) -> tuple[Any, Any]:
+    """Batch ``batch`` of ``model`` with the lists of its structures at ``slots`` rebuilt at
+    ``positions`` ((len(slots), n, 3) Å, padded), padded to the batch's sizes or, if they no
+    longer fit, the whole batch re-padded to ``grown`` sizes. Returns (stacked System (host
+    numpy), padded sizes); positions and anchors are the caller's to update."""
+    members = model.members[batch]
+    stacked = jax.tree_util.tree_map(np.asarray, model.batches[batch][1])
+    systems = [unstack_tree(stacked, b) for b in range(len(members))]
+    for slot, x in zip(slots, np.asarray(positions)):
+        k = int(members[slot])
+        system, n = systems[slot], model.n_atoms[k]
+        cell = np.asarray(system.cell)
+        systems[slot] = system_at(x[:n], cell if np.any(cell) else None, system.types[:n],
+                                  float(system.total_charge), model.topology,
+                                  model.cutoffs.widened(model.skins[k]))
+    sizes = model.sizes[batch]
+    counts = [system_interaction_sizes(systems[slot]) for slot in slots]
+    if needs_rebuild(counts, sizes):
+        sizes = grown(sizes, counts, headroom=GROWTH_HEADROOM)
+    shape = pad_system_sizes(sizes)
+    # pad_system pads the System only (padding atoms are already in the caller's positions)
+    return stack_trees([pad_system(np.zeros((len(s.types), 3)), s, shape)[1]
+                        for s in systems]), sizes
 
 
 def relax(model, params: Params, rows, max_steps, rms_force: float):
     """(model with relaxed positions, steps (S,), rms force (S,)) for the model rows ``rows``.
 
-    rows: model rows to relax; max_steps: (S,) step limit per structure (used for ``rows``).
+    rows: model rows to relax (built with a skin, ``ModelOptions.skin``); max_steps: (S,) step
+    limit per structure (used for ``rows``). The returned model's lists of the relaxed rows
+    hold every interaction at the relaxed positions (rebuilt and re-padded as needed).
     """
     rows = np.asarray(rows, int)
     n = model.n_structures
     select = np.zeros(n, bool)
     select[rows] = True
+    thin = [model.names[k] for k in rows if model.skins[k] <= 2 * MAX_STEP]
+    if thin:
+        raise ValueError(f"structures to relax need lists with a skin over {2 * MAX_STEP} Å; "
+                         f"{', '.join(thin[:5])} were built without one (ModelOptions.skin)")
     limit = np.asarray(max_steps, np.int32)
-    order = np.asarray(model.order)
     steps_out, rms_out = np.zeros(n, int), np.zeros(n)
-    batches, start = [], 0
-    for positions, system in model.batches:
-        size = positions.shape[0]
-        members = np.array([int(np.nonzero(order == start + k)[0][0]) for k in range(size)])
+    for c, members in enumerate(model.members):
         picked = np.nonzero(select[members])[0]  # batch slots to relax: only those are stepped
-        if len(picked):
+        if not len(picked):
+            continue
+        half_skin = jnp.asarray([0.5 * model.skins[k] for k in members[picked]])
+        state = fire_start(model.batches[c][0][picked])
+        while True:
+            positions, system = model.batches[c]
             sub = jax.tree_util.tree_map(lambda a: a[picked], system)
-            x, steps, rms = fire_batch(positions[picked], sub, params,
-                                       jnp.ones(len(picked), bool),
-                                       jnp.asarray(limit[members[picked]]),
-                                       jnp.asarray(float(rms_force)), topology=model.topology)
+            x, state, rms, paused = fire_batch(
+                positions[picked], state, sub, params, model.anchors[c][picked], half_skin,
+                jnp.asarray(limit[members[picked]]), jnp.asarray(float(rms_force)),
+                topology=model.topology)
             positions = positions.at[picked].set(x)
-            steps_out[members[picked]] = np.asarray(steps)
-            rms_out[members[picked]] = np.asarray(rms)
-        batches.append((positions, system))
-        start += size
-    return dataclasses.replace(model, batches=tuple(batches)), steps_out, rms_out
+            model = _replace_batch(model, c, positions=positions)
+            paused = np.asarray(paused)
+            if not paused.any():
+                break
+            slots = picked[paused]
+            system, sizes = rebuild_lists(model, c, slots, np.asarray(positions)[slots])
+            model = _replace_batch(model, c, system=jax.tree_util.tree_map(jnp.asarray, system),
+                                   anchors=model.anchors[c].at[slots].set(positions[slots]),
+                                   sizes=sizes)
+        steps_out[members[picked]] = np.asarray(state.steps)
+        rms_out[members[picked]] = np.asarray(rms)
+    return model, steps_out, rms_out
+
+
+def _replace_batch(model, c: int, positions=None, system=None, anchors=None, sizes=None):
+    """``model`` with batch ``c``'s positions, System, anchors or padded sizes replaced."""
+    old_positions, old_system = model.batches[c]
+    batch = (old_positions if positions is None else positions,
+             old_system if system is None else system)
+    values = {"batches": model.batches[:c] + (batch,) + model.batches[c + 1:]}
+    if anchors is not None:
+        values["anchors"] = model.anchors[:c] + (anchors,) + model.anchors[c + 1:]
+    if sizes is not None:
+        values["sizes"] = model.sizes[:c] + (sizes,) + model.sizes[c + 1:]
+    return dataclasses.replace(model, **values)

@@ -1,10 +1,21 @@
-"""The fitting model: structures padded into a few stacked batches, and their ReaxFF predictions.
+"""The fitting model: structures clustered into a few padded shapes, and their ReaxFF predictions.
 
 ``build_model(structures, params, topology, options)`` runs once on the host: it builds every
-structure's pair and bonded lists (``reaxopt.evaluate.build_system``), groups the structures
-into batches of one padded shape each and stacks them. ``predict(model, params)`` (also
-``model.predict(params)``) is pure and jittable: one vmapped energy per batch, gathered back
-into structure order.
+structure's pair and bonded lists (``reaxopt.evaluate.build_system``, with a skin for the
+structures that will be minimised), groups the structures with
+``reaxopt.cluster.clustering.cluster_structures`` (config ``clusters``: "auto" chooses K, an
+integer sets it, up to one cluster per structure) and pads every cluster to its own padded sizes
+(``reaxopt.cluster.padding``), one stacked batch per cluster.
+
+Evaluation is one jitted, vmapped call per cluster (``cluster_predictions``; its forward and
+pullback ``_cluster_forward`` / ``_pullback`` in a fit), so a cluster shape compiles once and
+every later loss evaluation, optimizer iteration and outer step reuses it.
+
+* ``predict(model, params)`` (also ``model.predict(params)``): pure, jittable and
+  differentiable; the predictions of every structure in structure order.
+* ``clustered_value_and_grad(objective)``: an objective of the predictions with its exact
+  gradient in the fitted parameters, evaluated cluster by cluster (forward, then the objective
+  and its cotangents in one jitted call, then one pullback per cluster).
 
 Predictions (structure order; ``N`` = the largest padded atom count)
     energy (S,) kcal/mol; forces (S, N, 3) kcal/mol/Å at fixed QEq charges (as LAMMPS computes
@@ -13,12 +24,14 @@ Predictions (structure order; ``N`` = the largest padded atom count)
     Parameter derivatives of every prediction are total derivatives: the charges respond to
     the parameters.
 
+Lists that move with the geometry: the lists of a structure with a skin (``Model.skins``) hold
+every interaction of any geometry within skin/2 of where they were built (``Model.anchors``);
+the energy drops the nonbonded pairs beyond the taper radius at the current positions
+(``pairs_within``) and the bonded ones by its bond-order thresholds. ``reaxopt.minimize``
+rebuilds a structure's lists before one of its atoms leaves that range.
+
 ``ThetaMap`` links the fitted parameters (a flat vector ``theta`` in the params file's order
 and units) with ``Params``: ``to_params(theta, base)`` is pure, jittable and differentiable.
-
-``batch_members`` is the one place that decides which structures share a compiled shape (config
-``clusters``: "auto" = one batch, or K batches from ``reaxopt.cluster.clustering``); each batch
-is padded to ``evaluate.shared_sizes`` of its members.
 """
 
 from __future__ import annotations
@@ -26,14 +39,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reaxopt.energy.total import energy_forces_charges
-from reaxopt.evaluate import atom_bucket, build_system, pad_system, shared_sizes
+from reaxopt.cluster.clustering import (AutoK, Clustering, cluster_structures,
+                                        clustering_summary, summary_lines)
+from reaxopt.cluster.lists import bond_cutoffs
+from reaxopt.cluster.neighbours import pairs_within
+from reaxopt.cluster.padding import pad_system_sizes, system_interaction_sizes
+from reaxopt.cluster.sizes import Cutoffs, InteractionSizes
+from reaxopt.energy.total import System, energy_forces_charges
+from reaxopt.evaluate import build_system, pad_system, stack_systems
 from reaxopt.forcefield import ATOM, BOND, OFFDIAG, Params, Topology, expand
 from reaxopt.io.ffield import SECTIONS
 from reaxopt.structure import Structure
@@ -119,11 +138,17 @@ class ModelOptions:
     """How structures are turned into padded batches.
 
     bond_margin: Å added to the bond-candidate cutoffs (computed from ``cutoff_params`` in
-    ``build_model``, e.g. ``loosest_params``); clusters: see ``batch_members``.
+    ``build_model``, e.g. ``loosest_params``); clusters: "auto" (K chosen by ``auto``) or the
+    number of clusters (compiled shapes; at least the number of structures gives one per
+    structure); skin: Å added to every cutoff of the structures that are minimised (run type
+    other than single_point), so that their lists stay complete while atoms move up to skin/2
+    (at least twice FIRE's largest step, 0.2 Å).
     """
 
     bond_margin: float = 0.1
     clusters: int | str = "auto"
+    skin: float = 0.5
+    auto: AutoK = AutoK()
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["energy", "forces", "charges",
@@ -141,24 +166,34 @@ class Predictions:
     atom_mask: Any
 
 
-@partial(jax.tree_util.register_dataclass, data_fields=["batches", "order"],
-         meta_fields=["topology", "names", "n_atoms", "n_max", "sizes"])
+@partial(jax.tree_util.register_dataclass, data_fields=["batches", "order", "anchors"],
+         meta_fields=["topology", "names", "n_atoms", "n_max", "sizes", "clustering", "cutoffs",
+                      "skins"])
 @dataclass
 class Model:
-    """Stacked padded batches of structures (a pytree: pass it to jitted functions).
+    """Stacked padded batches of structures, one per cluster (a pytree: pass it to jitted
+    functions).
 
-    batches: tuple of (positions (B, n, 3), System with a leading axis B) per padded shape;
-    order: (S,) int, the row of each structure in the batches' concatenation; names: structure
-    names in order; n_atoms: real atom counts; n_max: the largest padded atom count.
+    batches: tuple of (positions (B, n, 3), System with a leading axis B) per cluster, its
+    structures in ``clustering.members`` order; order: (S,) int, the row of each structure in
+    the batches' concatenation; anchors: per batch, the positions (B, n, 3) its lists were built
+    at; names: structure names in order; n_atoms: real atom counts; n_max: the largest padded
+    atom count; sizes: each batch's padded sizes (``InteractionSizes``); clustering: the
+    clustering the model was built with; cutoffs: the lists' cutoffs before the skin; skins:
+    per structure, the skin (Å) its lists were built with (0: a fixed geometry).
     """
 
     batches: tuple
     order: Any
+    anchors: tuple
     topology: Topology
     names: tuple[str, ...]
     n_atoms: tuple[int, ...]
     n_max: int
-    sizes: tuple = ()  # the padded sizes of each batch, ((key, size), ...)
+    sizes: tuple[InteractionSizes, ...]
+    clustering: Clustering
+    cutoffs: Cutoffs
+    skins: tuple[float, ...]
 
     def predict(self, params: Params) -> Predictions:
         return predict(self, params)
@@ -167,37 +202,19 @@ class Model:
     def n_structures(self) -> int:
         return len(self.names)
 
+    @property
+    def members(self) -> tuple[np.ndarray, ...]:
+        """Per batch, the indices of its structures (in batch order)."""
+        return tuple(self.clustering.members(c) for c in range(len(self.batches)))
 
-def batch_members(structures: list[Structure], clusters: int | str = "auto",
-                  systems: list | None = None) -> list[list[int]]:
-    """Which structures share one padded shape (model rows, grouped).
-
-    clusters: the number of batches, chosen by ``reaxopt.cluster.clustering`` from the
-    structures' list sizes (``systems``, as ``evaluate.build_system`` gives them; without them,
-    equal groups by atom count); "auto": one batch, because within a fit every batch is traced
-    into the one compiled loss and gradient, and on a CPU each extra shape costs more compile
-    time than its smaller padding saves over a few hundred evaluations.
-    """
-    n = 1 if clusters == "auto" else max(1, min(int(clusters), len(structures)))
-    if n == 1:
-        return [list(range(len(structures)))]
-    if systems is not None:
-        from reaxopt.cluster.clustering import cluster_structures
-        from reaxopt.cluster.sizes import InteractionSizes
-        from reaxopt.evaluate import system_sizes
-
-        sizes = []
-        for system in systems:
-            found = system_sizes(system)
-            sizes.append(InteractionSizes(
-                atoms=found["atoms"], nonbonded_pairs=found["nonbonded_pairs"],
-                bonded_pairs=found.get("pairs", 0), angles=found.get("angles", 0),
-                torsions=found.get("torsions", 0), hbonds=found.get("hbonds", 0)))
-        clustering = cluster_structures(sizes, n)
-        return [clustering.members(c).tolist() for c in range(clustering.n_clusters)
-                if len(clustering.members(c))]
-    order = sorted(range(len(structures)), key=lambda k: (structures[k].n_atoms, k))
-    return [sorted(part.tolist()) for part in np.array_split(np.array(order), n) if len(part)]
+    def summary_lines(self) -> list[str]:
+        """The clustering as a table (``reaxopt cluster``'s): clusters, structures, padded sizes,
+        padded vs unpadded cost, compile count."""
+        summary = clustering_summary(self.clustering, list(self.names))
+        chosen = "chosen automatically" if self.clustering.candidates else "as configured"
+        shapes = {(sizes, len(members)) for sizes, members in zip(self.sizes, self.members)}
+        return summary_lines(summary, chosen) + [
+            f"compile count: {len(shapes)} (one per cluster shape)"]
 
 
 # bond-order parameters and the bound that lengthens the bond-candidate cutoff
@@ -223,42 +240,86 @@ def loosest_params(theta_map: ThetaMap, params: Params) -> Params:
     return theta_map.to_params(theta, params)
 
 
-def _stack(trees):
-    return jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
-
-
 def build_model(structures: list[Structure], params: Params, topology: Topology,
                 options: ModelOptions | None = None, cutoff_params: Params | None = None
                 ) -> Model:
-    """Pad and stack ``structures`` into batches (host side; lists built at the input geometry).
+    """Cluster, pad and stack ``structures`` (host side; lists built at the input geometry).
 
     cutoff_params: the parameters whose bond-candidate cutoffs the lists use (default
     ``params``; a fit passes ``loosest_params`` so the lists stay complete within the bounds).
     """
-    from reaxopt.cluster.lists import bond_cutoffs
-
     options = options or ModelOptions()
     if not structures:
         raise ValueError("build_model needs at least one structure")
-    cutoffs = bond_cutoffs(expand(params if cutoff_params is None else cutoff_params, topology),
-                           margin=options.bond_margin)
-    built = [build_system(s, params, topology, cutoffs=cutoffs) for s in structures]
-    batches, rows, sizes_used = [], np.empty(len(structures), np.int64), []
-    offset = 0
-    for members in batch_members(structures, options.clusters, [b[1] for b in built]):
-        sizes = shared_sizes([built[k][1] for k in members])
-        sizes["atoms"] = atom_bucket(max(structures[k].n_atoms for k in members))
-        padded = [pad_system(*built[k], sizes) for k in members]
-        batches.append((jnp.asarray(np.stack([p for p, _ in padded])),
-                        _stack([s for _, s in padded])))
+    cutoffs = Cutoffs(nonbonded=float(params.general[12]),
+                      bond=bond_cutoffs(expand(params if cutoff_params is None else cutoff_params,
+                                               topology), margin=options.bond_margin))
+    skins = tuple(0.0 if s.run_type == "single_point" else float(options.skin)
+                  for s in structures)
+    built = [build_system(s, params, topology, cutoffs=cutoffs.bond, skin=skin)
+             for s, skin in zip(structures, skins)]
+    k = None if options.clusters == "auto" else int(options.clusters)
+    clustering = cluster_structures([system_interaction_sizes(system) for _, system in built], k,
+                                    auto=options.auto)
+    batches, anchors, rows, offset = [], [], np.empty(len(structures), np.int64), 0
+    for c, padded in enumerate(clustering.padded):
+        members = clustering.members(c)
+        positions, system = stack_systems([pad_system(*built[m], pad_system_sizes(padded))
+                                           for m in members])
+        batches.append((jnp.asarray(positions), jax.tree_util.tree_map(jnp.asarray, system)))
+        anchors.append(jnp.asarray(positions))
         rows[members] = offset + np.arange(len(members))
         offset += len(members)
-        sizes_used.append(tuple(sorted(sizes.items())))
-    n_max = max(int(b[0].shape[1]) for b in batches)
-    return Model(batches=tuple(batches), order=jnp.asarray(rows), topology=topology,
-                 names=tuple(s.name for s in structures),
-                 n_atoms=tuple(s.n_atoms for s in structures), n_max=n_max,
-                 sizes=tuple(sizes_used))
+    return Model(batches=tuple(batches), order=jnp.asarray(rows), anchors=tuple(anchors),
+                 topology=topology, names=tuple(s.name for s in structures),
+                 n_atoms=tuple(s.n_atoms for s in structures),
+                 n_max=max(p.atoms for p in clustering.padded), sizes=clustering.padded,
+                 clustering=clustering, cutoffs=cutoffs, skins=skins)
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+def energy_forces_charges_moving(positions, system: System, params: Params, topology: Topology):
+    """``energy_forces_charges`` of one padded structure whose lists may hold pairs beyond the
+    taper radius (built with a skin): those are dropped at these positions first."""
+    pairs = pairs_within(system.pairs, positions, system.cell, params.general[12])
+    energy, _, forces, charges = energy_forces_charges(
+        positions, dataclasses.replace(system, pairs=pairs), params, topology)
+    return energy, forces, charges
+
+
+def _cluster_outputs(positions, system: System, params: Params, topology: Topology):
+    """(energy (B,), forces (B, n, 3), charges (B, n)) of one cluster's batch."""
+    return jax.vmap(energy_forces_charges_moving, in_axes=(0, 0, None, None))(
+        positions, system, params, topology)
+
+
+cluster_predictions = jax.jit(_cluster_outputs, static_argnames="topology")
+cluster_predictions.__doc__ = """Jitted ``_cluster_outputs``: one compilation per cluster shape."""
+
+
+@partial(jax.jit, static_argnames="topology")
+def _cluster_forward(positions, system: System, params: Params, topology: Topology):
+    """(outputs of one cluster, their pullback to ``params``), one compilation per shape."""
+    return jax.vjp(lambda p: _cluster_outputs(positions, system, p, topology), params)
+
+
+@jax.jit
+def _pullback(vjp, cotangent):
+    """d/d(inputs) of a pullback returned by a jitted ``jax.vjp`` (its first input's)."""
+    return vjp(cotangent)[0]
+
+
+@partial(jax.jit, static_argnames="tmap")
+def _params_and_pullback(theta, base: Params, tmap: ThetaMap):
+    return jax.vjp(lambda t: tmap.to_params(t, base), theta)
+
+
+@jax.jit
+def _theta_gradient(to_theta, params_cotangents):
+    total = jax.tree_util.tree_map(lambda *xs: sum(xs), *params_cotangents)
+    return to_theta(total)[0]
 
 
 def _pad_atoms(x, n_max: int):
@@ -269,18 +330,52 @@ def _pad_atoms(x, n_max: int):
     return jnp.pad(x, widths)
 
 
-def predict(model: Model, params: Params) -> Predictions:
-    """Energies, forces, charges of every structure (pure, jittable, differentiable in params)."""
-    evaluate = jax.vmap(partial(energy_forces_charges, topology=model.topology),
-                        in_axes=(0, 0, None))
+def assemble(model: Model, outputs) -> Predictions:
+    """Predictions in structure order from each cluster's (energy, forces, charges) (pure)."""
     parts = {k: [] for k in ("energy", "forces", "charges", "positions", "cell", "atom_mask")}
-    for positions, system in model.batches:
-        energy, _, forces, charges = evaluate(positions, system, params)
+    for (positions, system), (energy, forces, charges) in zip(model.batches, outputs):
         parts["energy"].append(energy)
         parts["forces"].append(_pad_atoms(forces, model.n_max))
         parts["charges"].append(_pad_atoms(charges, model.n_max))
         parts["positions"].append(_pad_atoms(positions, model.n_max))
         parts["cell"].append(system.cell)
         parts["atom_mask"].append(_pad_atoms(system.atom_mask, model.n_max))
-    values = {k: jnp.concatenate(v)[model.order] for k, v in parts.items()}
-    return Predictions(**values)
+    return Predictions(**{k: jnp.concatenate(v)[model.order] for k, v in parts.items()})
+
+
+def predict(model: Model, params: Params) -> Predictions:
+    """Energies, forces, charges of every structure (pure, jittable, differentiable in params):
+    one ``cluster_predictions`` call per cluster."""
+    return assemble(model, [cluster_predictions(positions, system, params,
+                                                topology=model.topology)
+                            for positions, system in model.batches])
+
+
+def clustered_value_and_grad(objective: Callable, static_argnames=()) -> Callable:
+    """Value and exact parameter gradient of ``objective``, one energy call per cluster.
+
+    objective(theta, predictions, *args, **static) -> (value, aux), pure; static: the keyword
+    arguments named in ``static_argnames`` (hashable). Returns
+    ``value_and_grad(theta, model, mapping, base_params, /, *args, **static) -> ((value,
+    aux), d value / d theta)`` with the predictions ``model.predict(mapping.to_params(theta,
+    base_params))``: the derivative is total (through the parameters and the predictions).
+    Every cluster shape compiles its forward and its pullback once; the objective compiles once.
+    """
+
+    def of_outputs(theta, outputs, model, /, *args, **static):
+        return objective(theta, assemble(model, outputs), *args, **static)
+
+    gradient = jax.jit(jax.value_and_grad(of_outputs, argnums=(0, 1), has_aux=True),
+                       static_argnames=static_argnames)
+
+    def value_and_grad(theta, model: Model, mapping: ThetaMap, base_params: Params, /, *args,
+                       **static):
+        params, to_theta = _params_and_pullback(theta, base_params, tmap=mapping)
+        forward = [_cluster_forward(positions, system, params, topology=model.topology)
+                   for positions, system in model.batches]
+        (value, aux), (d_theta, d_outputs) = gradient(
+            theta, tuple(out for out, _ in forward), model, *args, **static)
+        d_params = [_pullback(vjp, d) for (_, vjp), d in zip(forward, d_outputs)]
+        return (value, aux), d_theta + _theta_gradient(to_theta, d_params)
+
+    return value_and_grad

@@ -258,8 +258,13 @@ def test_choose_k_trades_compile_time_against_padding():
                            compile_seconds=50.0)
     assert choose_k(costs, unpadded, cheap_compile) == 4
     assert choose_k(costs, unpadded, costly_compile) == 2  # the first K within max_ratio
-    strict = AutoK(max_ratio=1.1)
-    assert choose_k(costs, unpadded, strict) == 4  # none reaches 1.1: the smallest ratio
+    # none reaches 1.1: the estimated time decides among all K
+    strict_cheap = AutoK(max_ratio=1.1, evaluations=1.0, seconds_per_unit=1.0,
+                         call_seconds=0.0, compile_seconds=0.5)
+    assert choose_k(costs, unpadded, strict_cheap) == 4
+    strict_costly = AutoK(max_ratio=1.1, evaluations=1.0, seconds_per_unit=1.0,
+                          call_seconds=0.0, compile_seconds=50.0)
+    assert choose_k(costs, unpadded, strict_costly) == 2
 
 
 def test_clustering_rejects_no_clusters():

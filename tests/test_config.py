@@ -61,8 +61,7 @@ def test_minimal_config_gets_documented_defaults_and_resolved_paths(folder):
     assert config.loss == LossConfig()
     assert config.energy == EnergyConfig()
     assert config.energy.lgvdw is None
-    assert (config.energy.nonbonded_cutoff, config.energy.hbond_cutoff,
-            config.energy.bond_cutoff) == (10.0, 7.5, 5.0)
+    assert config.energy.enobonds is True
     assert config.clusters == "auto"
 
 
@@ -92,9 +91,9 @@ optimizer:
   tolerance: 1e-8
   random_search: 20
   regularization: 0.01
-minimize: {steps: 10, rms_force: 0.2, method: lbfgs}
+minimize: {steps: 10, rms_force: 0.2, method: fire}
 loss: {energy_weight: 2.0, forces_weight: 0.5, energy_mode: absolute}
-energy: {lgvdw: true, nonbonded_cutoff: 12, hbond_cutoff: 6.0, bond_cutoff: 4.5}
+energy: {lgvdw: true, enobonds: false}
 clusters: 3
 """
     config = load_config(write(folder, text))
@@ -103,9 +102,9 @@ clusters: 3
     assert a.weight_energy is None and a.weight_forces is None
     assert (b.energy_unit, b.weight_energy, b.weight_forces) == ("eV", 0.5, 2.0)
     assert config.optimizer == OptimizerConfig("SLSQP", 0, 3, "educated", 7, 50, 1e-8, 20, 0.01)
-    assert config.minimize == MinimizeConfig(10, 0.2, "lbfgs")
+    assert config.minimize == MinimizeConfig(10, 0.2, "fire")
     assert config.loss == LossConfig(2.0, 0.5, "absolute")
-    assert config.energy == EnergyConfig(True, 12.0, 6.0, 4.5)
+    assert config.energy == EnergyConfig(True, False)
     assert config.clusters == 3
 
 
@@ -144,11 +143,12 @@ def test_classic_validation_files(folder):
     (BASE + "optimizer:\n  init: guess\n", "optimizer.init", 6, "fixed, educated, random"),
     (BASE + "optimizer:\n  tolerance: 0\n", "optimizer.tolerance", 6, "greater than 0"),
     (BASE + "optimizer: 5\n", "optimizer", 5, "expected a mapping"),
-    (BASE + "minimize:\n  method: cg\n", "minimize.method", 6, "fire, lbfgs"),
+    (BASE + "minimize:\n  method: lbfgs\n", "minimize.method", 6, "fire"),
     (BASE + "loss:\n  energy_mode: total\n", "loss.energy_mode", 6, "relative, absolute"),
     (BASE + "loss:\n  forces_weight: -1\n", "loss.forces_weight", 6, "at least 0"),
     (BASE + "energy:\n  lgvdw: maybe\n", "energy.lgvdw", 6, "true or false"),
-    (BASE + "energy:\n  bond_cutoff: null\n", "energy.bond_cutoff", 6, "found nothing"),
+    (BASE + "energy:\n  enobonds: null\n", "energy.enobonds", 6, "found nothing"),
+    (BASE + "energy:\n  hbond_cutoff: 6.0\n", "energy.hbond_cutoff", 6, "lgvdw, enobonds"),
     (BASE + "clusters: many\n", "clusters", 5, "'auto'"),
     (BASE + "clusters: 0\n", "clusters", 5, "at least 1"),
     (BASE + "structures:\n  - {path: data/a.extxyz, energy_unit: Ry}\n",
@@ -276,3 +276,19 @@ def test_config_is_frozen(folder):
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.optimizer.steps = 3  # type: ignore[misc]
     assert isinstance(config, Config)
+
+
+def test_energy_keywords_reach_the_force_field(folder):
+    """energy.enobonds sets LAMMPS's keyword; energy.lgvdw must match the force field's format."""
+    from reaxopt.fit import forcefield_for
+    from reaxopt.io.ffield import read_ffield
+
+    ffield = read_ffield(Path(__file__).resolve().parents[1] / "datasets" / "cho" / "ffield_cho")
+    config = load_config(write(folder, BASE + "energy: {enobonds: false}\n"))
+    _, topology = forcefield_for(ffield, config)
+    assert topology.enobonds is False and topology.lgvdw is False
+    _, topology = forcefield_for(ffield, load_config(write(folder, BASE)))
+    assert topology.enobonds is True
+    with pytest.raises(InputError) as error:
+        forcefield_for(ffield, load_config(write(folder, BASE + "energy: {lgvdw: true}\n")))
+    assert error.value.key == "energy.lgvdw" and "has no low-gradient" in str(error.value)

@@ -112,26 +112,29 @@ def test_every_cobalt_structure_matches_lammps(shared_datasets):
 
 
 def test_batches_cover_every_structure_in_equal_chunks(shared_datasets):
-    from reaxopt.evaluate import atom_bucket, batch_structures
+    from reaxopt.cluster.clustering import cluster_structures
+    from reaxopt.cluster.sizes import count_interactions
+    from reaxopt.evaluate import batch_structures
 
     folder = shared_datasets / "disulfide"
     structures = read_geometries(folder / "geo")
     params, topology = build_forcefield(read_ffield(folder / "ffield_lit"))
-    budget = 40_000  # small enough to split the two large groups
-    batches = batch_structures(structures, params, topology, batch_budget=budget)
+    budget = 40_000  # small enough to split the two large clusters
+    batches = batch_structures(structures, params, topology, batch_budget=budget, clusters=3)
+    clustering = cluster_structures(count_interactions(structures, params, topology), 3)
     seen = [k for members, _, _ in batches for k in members]
     assert sorted(set(seen)) == list(range(len(structures)))
     by_shape: dict = {}
     for members, positions, systems in batches:
         assert positions.shape[0] == len(members) == systems.types.shape[0]
-        assert len({atom_bucket(structures[k].n_atoms) for k in members}) == 1
+        assert len({int(clustering.assignment[k]) for k in members}) == 1
         shape = (positions.shape, systems.lists.torsion_mask.shape)
         by_shape.setdefault(shape, []).append(members)
         entries = positions.shape[1] + systems.pairs.mask.shape[1] + sum(
             getattr(systems.lists, name).shape[1] for name in
             ("angle_mask", "torsion_mask", "hbond_mask")) + systems.lists.pairs.mask.shape[1]
         assert len(members) == 1 or len(members) * entries <= budget
-    assert len(by_shape) == 3  # one shape per size group, however many chunks
+    assert len(by_shape) == 3  # one shape per cluster, however many chunks
     assert len(batches) > 3
     # only a group's last chunk repeats a member (its final one)
     repeats = [k for k in set(seen) if seen.count(k) > 1]

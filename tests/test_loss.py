@@ -248,3 +248,20 @@ def test_geometry_items_reproduce_published_references(shared_datasets):
         assert error[picked].max() < tolerance, kind
     torsions = [i.reference for i in info if " torsion " in i.what]
     assert min(torsions) < -60 and max(torsions) > 60  # both signs are exercised
+
+
+def test_angle_and_torsion_have_finite_gradients_where_undefined():
+    """Collinear vectors (a linear molecule, or the unused branches of a bond item) give a zero,
+    not NaN, gradient: a NaN there would poison the loss gradient of a whole fit."""
+    import jax
+    import jax.numpy as jnp
+
+    from reaxopt.loss import _angle_between, _dihedral
+
+    u, v = jnp.array([1.0, 0.0, 0.0]), jnp.array([-2.0, 0.0, 0.0])
+    assert float(_angle_between(u, v)) == pytest.approx(np.pi)
+    assert np.all(np.asarray(jax.grad(lambda a: _angle_between(a, v))(u)) == 0.0)
+    assert np.all(np.asarray(jax.grad(lambda b: _dihedral(b, u, u))(u)) == 0.0)
+    # away from the kink the gradient is the usual one: d angle / d u_y at 90 degrees
+    w = jnp.array([0.0, 1.0, 0.0])
+    assert np.asarray(jax.grad(lambda a: _angle_between(a, w))(u)) == pytest.approx([0, -1, 0])

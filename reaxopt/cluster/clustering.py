@@ -26,11 +26,16 @@ Automatic K (``choose_k``): the K <= max_clusters that minimises the estimated t
 evaluations * (seconds_per_unit * padded_cost(K) + call_seconds * K) + compile_seconds * K
 (``AutoK``: every cluster is one call per evaluation and one compilation), among the K whose
 padded/unpadded cost ratio is at most max_ratio (the target of issue 4); if no K up to the cap
-reaches that ratio, the K with the smallest ratio.
+reaches that ratio (small molecules, whose rounding to multiples of 8 alone exceeds it), among
+all K: more compilations would not buy the target, only time. ``ONE_PASS`` is the choice for a
+single evaluation of every structure (``reaxopt evaluate``): compile time then outweighs
+padding, so K stays 1 unless the padded work alone would cost more than another compilation.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,14 +90,18 @@ class AutoK:
         return self.evaluations * steady + self.compile_seconds * k
 
 
-@dataclass(frozen=True)
+ONE_PASS = AutoK(evaluations=1.0, max_ratio=math.inf)
+
+
+@dataclass(frozen=True, eq=False)
 class Clustering:
     """Structures grouped into clusters of one padded shape each.
 
     assignment: (S,) cluster index of every structure (clusters ordered by their padded cost per
     structure, smallest first); padded: each cluster's padded sizes; cluster_costs: each
     cluster's padded cost (members x cost(padded)); cluster_unpadded_costs: the sum of its
-    members' own costs; padded_cost, unpadded_cost: totals.
+    members' own costs; padded_cost, unpadded_cost: totals. Equal (and hashed) by content, so
+    that it can be static data of a jitted pytree.
     """
 
     assignment: np.ndarray
@@ -115,6 +124,17 @@ class Clustering:
     def members(self, cluster: int) -> np.ndarray:
         """Indices of the structures of ``cluster``, in input order."""
         return np.nonzero(self.assignment == cluster)[0]
+
+    @functools.cached_property
+    def _key(self):
+        return (self.assignment.tobytes(), self.padded, self.cluster_costs,
+                self.cluster_unpadded_costs, self.multiple, tuple(sorted(self.candidates.items())))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, Clustering) and self._key == other._key
 
 
 def round_up(counts, multiple: int = MULTIPLE) -> np.ndarray:
@@ -251,9 +271,7 @@ def choose_k(padded_costs: dict[int, float], unpadded_cost: float, auto: AutoK) 
     """The automatic K from the best padded cost found for each K (module docstring)."""
     ks = sorted(padded_costs)
     ratio = {k: padded_costs[k] / unpadded_cost if unpadded_cost > 0 else 1.0 for k in ks}
-    good = [k for k in ks if ratio[k] <= auto.max_ratio]
-    if not good:
-        return min(ks, key=lambda k: (ratio[k], k))
+    good = [k for k in ks if ratio[k] <= auto.max_ratio] or ks
     return min(good, key=lambda k: (auto.fit_seconds(padded_costs[k], k), k))
 
 
@@ -305,3 +323,20 @@ def clustering_summary(clustering: Clustering, names: list[str]) -> dict:
             "ratio": clustering.ratio, "compile_count": clustering.n_clusters,
             "multiple": clustering.multiple,
             "candidates": {str(k): cost for k, cost in sorted(clustering.candidates.items())}}
+
+
+def summary_lines(summary: dict, chosen: str) -> list[str]:
+    """``clustering_summary`` as a table: one row per cluster (structures, padded sizes, cost
+    share), then the padded/unpadded cost and the compile count. chosen: how K was set."""
+    fields = InteractionSizes.fields()
+    header = ["cluster", "structures"] + [f.replace("_", " ") for f in fields] + ["cost share"]
+    rows = [[str(c["index"]), str(len(c["structures"]))] + [str(c["padded"][f]) for f in fields]
+            + [f"{100 * c['cost_share']:.1f} %"] for c in summary["clusters"]]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    k = len(summary["clusters"])
+    lines = [f"{summary['structures']} structures in {k} cluster{'s' if k != 1 else ''} "
+             f"({chosen}); padded sizes per cluster:"]
+    lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
+    lines.append(f"padded cost {summary['padded_cost']:.4g}, unpadded cost "
+                 f"{summary['unpadded_cost']:.4g}: ratio {summary['ratio']:.3f}")
+    return lines

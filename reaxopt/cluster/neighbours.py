@@ -8,6 +8,7 @@ the pair set LAMMPS's ReaxFF sums its nonbonded terms and QEq matrix over.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -119,3 +120,10 @@ def pair_vectors(positions, cell, pairs: PairList):
     d = positions[pairs.j] + pairs.images @ cell - positions[pairs.i]
     d = jnp.where(pairs.mask[:, None], d, jnp.array([1.0, 0.0, 0.0]))
     return d, jnp.sqrt(jnp.sum(d * d, axis=-1))
+
+
+def pairs_within(pairs: PairList, positions, cell, cutoff) -> PairList:
+    """``pairs`` without the pairs now at |r_ij| >= cutoff (Å): a list built with a skin reduced
+    to the pairs the energy counts at these positions. Jittable; cutoff may be traced."""
+    _, r = pair_vectors(positions, cell, pairs)
+    return dataclasses.replace(pairs, mask=pairs.mask & (r < cutoff))

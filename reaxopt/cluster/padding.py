@@ -88,12 +88,17 @@ def needs_rebuild(current_sizes, padded_sizes: InteractionSizes) -> bool:
     return any(overflowing(c, padded_sizes) for c in current_sizes)
 
 
-def grown(padded: InteractionSizes, current_sizes, multiple: int = MULTIPLE) -> InteractionSizes:
-    """Padded sizes that hold both the old padding and every current count (rounded up)."""
+def grown(padded: InteractionSizes, current_sizes, multiple: int = MULTIPLE,
+          headroom: float = 0.0) -> InteractionSizes:
+    """Padded sizes that hold both the old padding and every current count (rounded up); a size
+    that has to grow gets ``headroom`` (a fraction of the count) of extra room, so that lists
+    growing a little further do not need yet another shape (and compilation)."""
     if isinstance(current_sizes, InteractionSizes):
         current_sizes = [current_sizes]
     rows = np.array([padded.as_tuple()] + [c.as_tuple() for c in current_sizes], np.int64)
-    return InteractionSizes.from_array(round_up(rows.max(axis=0), multiple))
+    need = rows.max(axis=0)
+    need = np.where(need > rows[0], np.ceil(need * (1.0 + headroom)), need)
+    return InteractionSizes.from_array(round_up(need, multiple))
 
 
 def moved_beyond_skin(positions, reference_positions, skin: float) -> bool:

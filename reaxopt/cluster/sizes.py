@@ -26,6 +26,7 @@ only if both follow the same rule: ``LISTS_FILTER_BY_PARAMETERS`` states the lis
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,10 +64,11 @@ class InteractionSizes:
         return cls(*(int(v) for v in values))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cutoffs:
     """Distances (Å) the lists use: nonbonded (taper radius swb), bond candidates per type pair
-    (T, T) (capped at ``bond_max``), hydrogen-bond acceptor distance."""
+    (T, T) (at most ``bond_max``, the distance beyond which the energy counts no bond),
+    hydrogen-bond acceptor distance. Equal (and hashed) by value."""
 
     nonbonded: float
     bond: np.ndarray
@@ -74,10 +76,23 @@ class Cutoffs:
     bond_max: float = BOND_CUT
 
     def widened(self, skin: float) -> Cutoffs:
-        """Every cutoff plus ``skin`` Å (bond candidates still capped at ``bond_max``)."""
+        """Every cutoff plus ``skin`` Å: lists that stay complete while no atom moves more than
+        skin/2. A bond cutoff at the cap grows too (a pair just beyond ``bond_max`` may move
+        within it)."""
         return Cutoffs(nonbonded=self.nonbonded + skin,
-                       bond=np.minimum(np.asarray(self.bond) + skin, self.bond_max),
-                       hbond=self.hbond + skin, bond_max=self.bond_max)
+                       bond=np.minimum(np.asarray(self.bond, float), self.bond_max) + skin,
+                       hbond=self.hbond + skin, bond_max=self.bond_max + skin)
+
+    @functools.cached_property
+    def _key(self):
+        return (float(self.nonbonded), np.asarray(self.bond, float).tobytes(),
+                np.shape(self.bond), float(self.hbond), float(self.bond_max))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, Cutoffs) and self._key == other._key
 
 
 def cutoffs_for(params, topology, bond_margin: float = 0.0) -> Cutoffs:

@@ -1,0 +1,109 @@
+"""How relaxed geometries respond to the force-field parameters (implicit differentiation).
+
+A relaxed geometry x*(θ) solves F(x*, θ) = 0, F the forces (kcal/mol/Å, at the QEq charges of
+the geometry). Differentiating that condition gives dx*/dθ = K⁺ ∂F/∂θ with K = -∂F/∂x (the
+force-constant matrix, kcal/mol/Å², charges responding to the geometry) and K⁺ its inverse on
+the internal motions: rigid translations (and, for a molecule, rotations) move nothing a
+geometry target measures and are projected out.
+
+Within an outer fitting step the geometry is relaxed once, at θ₀. The loss then sees the
+relaxed positions to first order in θ,
+
+    x̃(θ) = x* + K⁺(x*, θ₀) F(x*, θ),
+
+which equals x* at θ₀ (up to the relaxation's residual force: one Newton step) and whose
+derivative there is exactly dx*/dθ. So bond, angle and torsion targets of relaxed structures
+get their exact parameter gradients instead of none (a fixed geometry has zero derivative).
+Energies need no such term: at a minimum ∂E/∂x = 0, so dE(x*(θ), θ)/dθ = ∂E/∂θ already.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reaxopt.forcefield import Params, Topology
+from reaxopt.model import Model, energy_forces_charges_moving
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class Response:
+    """Rows (M,) of the structures that move with θ and their K⁺ (M, 3N, 3N) in Å²·mol/kcal,
+    N the model's largest padded atom count (padding atoms: zero rows and columns)."""
+
+    rows: Any
+    inverse_force_constants: Any
+
+
+def rigid_modes(positions: np.ndarray, periodic: bool) -> np.ndarray:
+    """Orthonormal basis (3n, m) of rigid motions of n atoms (Å): 3 translations, plus 3
+    rotations about the centroid for a molecule (fewer for a linear one)."""
+    n = len(positions)
+    modes = [np.tile(np.eye(3)[axis], n) for axis in range(3)]
+    if not periodic:
+        centred = positions - positions.mean(axis=0)
+        modes += [np.cross(np.eye(3)[axis], centred).ravel() for axis in range(3)]
+    basis, singular, _ = np.linalg.svd(np.array(modes).T, full_matrices=False)
+    return basis[:, singular > 1e-8 * singular[0]]
+
+
+def internal_inverse(force_constants: np.ndarray, positions: np.ndarray,
+                     periodic: bool) -> np.ndarray:
+    """K⁺ (3n, 3n): the inverse of the force constants (3n, 3n) on internal motions, zero on
+    rigid ones. K is symmetrised (at fixed charges it is symmetric only up to the charge
+    response)."""
+    modes = rigid_modes(positions, periodic)
+    projector = np.eye(len(force_constants)) - modes @ modes.T
+    k = projector @ (0.5 * (force_constants + force_constants.T)) @ projector
+    return projector @ np.linalg.inv(k + modes @ modes.T) @ projector
+
+
+@partial(jax.jit, static_argnames="topology")
+def batch_force_constants(positions, system, params: Params, topology: Topology):
+    """K = -∂F/∂x (B, n, 3, n, 3) of every structure of one padded batch."""
+    def forces(x, one):
+        return energy_forces_charges_moving(x, one, params, topology)[1]
+
+    def one_structure(x, one):
+        return -jax.jacrev(forces)(x, one)
+
+    return jax.vmap(one_structure)(positions, system)
+
+
+def relaxed_response(model: Model, params: Params, rows) -> Response:
+    """The ``Response`` of the model rows ``rows`` (their current positions taken as relaxed)
+    under ``params``: one force-constant evaluation per cluster holding any of them."""
+    rows = np.asarray(sorted(set(int(r) for r in rows)), np.int64)
+    n_max = model.n_max
+    matrices = np.zeros((len(rows), 3 * n_max, 3 * n_max))
+    where = {int(row): k for k, row in enumerate(rows)}
+    for (positions, system), members in zip(model.batches, model.members):
+        wanted = [(b, where[int(m)]) for b, m in enumerate(members) if int(m) in where]
+        if not wanted:
+            continue
+        constants = np.asarray(batch_force_constants(positions, system, params,
+                                                      topology=model.topology))
+        for b, k in wanted:
+            n = model.n_atoms[int(members[b])]
+            x = np.asarray(positions[b, :n])
+            periodic = bool(np.any(np.asarray(system.cell[b])))
+            matrices[k, :3 * n, :3 * n] = internal_inverse(
+                constants[b, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic)
+    return Response(jnp.asarray(rows), jnp.asarray(matrices))
+
+
+def linearised_positions(predictions, response: Response):
+    """``predictions`` with the response rows' positions moved to x* + K⁺ F (pure, jittable;
+    differentiable through the forces)."""
+    rows = response.rows
+    forces = predictions.forces[rows]
+    step = jnp.einsum("mij,mj->mi", response.inverse_force_constants,
+                      forces.reshape(forces.shape[0], -1)).reshape(forces.shape)
+    return dataclasses.replace(predictions, positions=predictions.positions.at[rows].add(step))

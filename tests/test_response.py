@@ -1,0 +1,130 @@
+"""The relaxed geometry's parameter derivative (``reaxopt.response``) against finite differences
+of geometries relaxed to convergence at displaced parameters.
+
+Acetaldehyde (CH3CHO) of the bundled set under its C/H/O force field; parameters that move its
+bonds (C-H, C-C bond order and bond energy). The reference relaxations are FIRE, then Newton
+iterations on the forces until the RMS force is below 1e-9 kcal/mol/Å, so the finite
+differences see the true minimum at each parameter value; the Newton steps' matrix affects how
+fast they converge, not where.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reaxopt  # noqa: F401  (x64)
+from reaxopt.forcefield import build_forcefield
+from reaxopt.io.ffield import read_ffield
+from reaxopt.io.geometry import read_geometries
+from reaxopt.io.params import read_params
+from reaxopt.minimize import relax
+from reaxopt.model import build_model, theta_map
+from reaxopt.response import linearised_positions, relaxed_response, rigid_modes
+from reaxopt.structure import Structure
+
+DATA = Path(__file__).resolve().parents[1] / "datasets" / "cho"
+PICKED = ("bond C-H p_bo2", "bond C-C p_bo1", "bond C-C De_s", "bond C-H p_be1")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ffield = read_ffield(DATA / "ffield_cho")
+    params, topology = build_forcefield(ffield)
+    specs = [s for s in read_params(DATA / "params", ffield) if s.label in PICKED]
+    assert len(specs) == len(PICKED)
+    tmap = theta_map(specs)
+    molecule = next(s for s in read_geometries(DATA / "cho.extxyz") if s.name == "acetaldehyde")
+    return params, topology, tmap, molecule
+
+
+def _at(model, x):
+    """``model`` (one structure) with its positions set to x (Å): the same compiled shapes."""
+    positions, system = model.batches[0]
+    moved = positions.at[0, :len(x)].set(jnp.asarray(x))
+    return dataclasses.replace(model, batches=((moved, system),))
+
+
+@pytest.fixture(scope="module")
+def relaxed_model(setup):
+    """The molecule relaxed by FIRE under the starting parameters (RMS force < 0.01)."""
+    params, topology, _, molecule = setup
+    structure = Structure(molecule.name, molecule.symbols, molecule.positions,
+                          run_type="minimize")
+    model = build_model([structure], params, topology)
+    model, _, rms = relax(model, params, [0], [3000], 0.01)
+    assert rms[0] < 0.01
+    return model
+
+
+def _newton(model, theta, setup, tolerance=1e-9):
+    """Newton iterations x <- x + K⁺ F from the model's geometry: the converged minimum (Å)."""
+    params, _, tmap, molecule = setup
+    p = tmap.to_params(jnp.asarray(theta), params)
+    n = len(molecule.symbols)
+    x = np.asarray(model.batches[0][0][0, :n])
+    for _ in range(20):
+        current = _at(model, x)
+        forces = np.asarray(current.predict(p).forces[0, :n])
+        if np.sqrt(np.mean(forces ** 2)) < tolerance:
+            return x
+        inverse = np.asarray(relaxed_response(current, p, [0]).inverse_force_constants[0])
+        x = x + (inverse[:3 * n, :3 * n] @ forces.ravel()).reshape(n, 3)
+    raise AssertionError("Newton relaxation did not converge")
+
+
+def _internal(x):
+    """Bond lengths C-C, C=O, methyl C-H, carbonyl C-H (Å) and the C-C=O angle (degrees);
+    atoms O, C(carbonyl), H, C(methyl), H, H, H."""
+    d = lambda a, b: jnp.linalg.norm(x[a] - x[b])  # noqa: E731
+    u, v = x[3] - x[1], x[0] - x[1]
+    angle = jnp.degrees(jnp.arccos(jnp.dot(u, v) / (jnp.linalg.norm(u) * jnp.linalg.norm(v))))
+    return jnp.stack([d(1, 3), d(0, 1), d(3, 4), d(1, 2), angle])
+
+
+def test_rigid_modes_are_orthonormal_and_rigid():
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    modes = rigid_modes(x, periodic=False)
+    assert modes.shape == (15, 6)
+    assert np.allclose(modes.T @ modes, np.eye(6), atol=1e-12)
+    # a rigid motion leaves every distance unchanged to first order
+    for mode in modes.T:
+        moved = x + 1e-6 * mode.reshape(5, 3)
+        before = np.linalg.norm(x[:, None] - x[None], axis=-1)
+        after = np.linalg.norm(moved[:, None] - moved[None], axis=-1)
+        assert np.max(np.abs(after - before)) < 1e-11
+    assert rigid_modes(x, periodic=True).shape == (15, 3)
+
+
+def test_linearised_geometry_has_the_relaxed_geometry_derivative(setup, relaxed_model):
+    params, topology, tmap, molecule = setup
+    assert molecule.symbols == ["O", "C", "H", "C", "H", "H", "H"]
+    theta0 = tmap.from_params(params)
+    x0 = _newton(relaxed_model, theta0, setup)
+    n = len(x0)
+    model = _at(relaxed_model, x0)
+    response = relaxed_response(model, tmap.to_params(jnp.asarray(theta0), params), [0])
+
+    def internal_of(theta):
+        predictions = model.predict(tmap.to_params(theta, params))
+        return _internal(linearised_positions(predictions, response).positions[0, :n])
+
+    value = np.asarray(internal_of(jnp.asarray(theta0)))
+    assert np.allclose(value, np.asarray(_internal(jnp.asarray(x0))), atol=1e-9)
+    ours = np.asarray(jax.jacobian(internal_of)(jnp.asarray(theta0)))
+
+    reference = np.zeros_like(ours)
+    for k in range(len(theta0)):
+        h = 1e-4 * max(1.0, abs(theta0[k]))
+        plus, minus = theta0.copy(), theta0.copy()
+        plus[k] += h
+        minus[k] -= h
+        reference[:, k] = (np.asarray(_internal(jnp.asarray(_newton(model, plus, setup))))
+                           - np.asarray(_internal(jnp.asarray(_newton(model, minus, setup))))
+                           ) / (2 * h)
+    assert np.max(np.abs(reference)) > 1e-3  # the parameters do move the geometry
+    scale = np.maximum(np.abs(reference), 1e-4)
+    assert np.max(np.abs(ours - reference) / scale) < 1e-4, (ours, reference)
