@@ -16,3 +16,30 @@ def shared_datasets() -> Path:
             pytest.fail(f"{SHARED_DATASETS} is missing: CI must run with ../shared beside the repo")
         pytest.skip(f"the published datasets are not at {SHARED_DATASETS} (../shared is absent)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX persistent compilation cache for the whole run, so that a function a later
+    module needs again is reloaded from disk rather than recompiled after ``release_compiled``."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled():
+    """Drop every compiled executable after each test module.
+
+    Each XLA CPU executable holds thousands of memory maps and Linux caps a process at
+    vm.max_map_count (65530 by default); the whole suite in one process compiles more than
+    that allows and would abort ("LLVM ERROR: Unable to allocate section memory").
+    """
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
