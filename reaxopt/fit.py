@@ -370,6 +370,9 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
               for s in problem.model_structures]
     minimized = [k for k, s in enumerate(problem.model_structures)
                  if s.run_type != "single_point" and limits[k] > 0]
+    # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
+    # follows its atoms at the relaxed cell, not the cell's own change with the parameters
+    cell_rows = [k for k in minimized if problem.model_structures[k].run_type == "cell_opt"]
     measured = _measured_rows(problem)
     responding = [k for k in minimized if k in measured]
     relaxations: dict[bytes, Relaxed] = {}  # the last relaxation, by parameters
@@ -387,7 +390,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         t = time.perf_counter()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
         model, steps, rms = relax(problem.model, params, minimized, limits,
-                                  config.minimize.rms_force)
+                                  config.minimize.rms_force, cell_rows)
         response = relaxed_response(model, params, responding) if responding else None
         # Each compiled executable holds thousands of memory maps (XLA CPU) and Linux caps a
         # process at vm.max_map_count (65530 by default): drop the relaxation's executables

@@ -17,7 +17,21 @@ structure pauses, its lists are rebuilt on the host at its current positions (``
 and, if they no longer fit the batch's padded sizes, the whole batch is padded to ``grown``
 sizes (one new compilation; ``GROWTH_HEADROOM`` extra room so that it stays rare); then FIRE
 continues from the same state, so the trajectory is the one complete lists give. Interactions
-are never lost. Cells are not relaxed (``cell_opt`` structures relax their atoms only).
+are never lost.
+
+Cells (``cell_opt`` rows, BGF ``RUTYPE CELL OPT``): the cell relaxes with the atoms. Its
+coordinate is the homogeneous strain eps (symmetric 3x3; a step applies x -> x (1 + eps),
+cell -> cell (1 + eps)) scaled by ``CELL_LENGTH`` Å, and its force the virial W = -dE/d eps
+(``reaxopt.energy.total.energy_forces_virial``, at fixed charges) over ``CELL_LENGTH``, in
+kcal/mol/Å like the atoms' forces: FIRE moves atoms and cell together, MAX_STEP bounding a
+strain step to MAX_STEP / CELL_LENGTH, and the RMS over atoms and the three cell rows decides
+convergence (zero pressure; without kinetic energy, as LAMMPS's ``fix box/relax``). A strained
+cell moves every periodic image: a pair vector changes by at most 2 max|dx| + (R + D) |E|, with
+dx the atoms' displacements from their anchors, E = cell_anchor^-1 cell - 1, R the longest list
+cutoff and D the largest distance between the structure's atoms, so a structure pauses for a
+list rebuild when max|dx| + (R + D) |E| / 2 would exceed skin/2 (``Model.cell_anchors``). The
+number after ``CELL OPT`` (ReaxFF's cell-optimisation option) is not used: all six strain
+components relax.
 
 FIRE settings (ASE's defaults, with forces scaled from kcal/mol/Å to eV/Å for FIRE's steps): dt
 0.1, dt_max 1.0, N_min 5, f_inc 1.1, f_dec 0.5, alpha_start 0.1, f_alpha 0.99, largest step
@@ -39,21 +53,24 @@ from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, sta
                                      system_interaction_sizes, unstack_tree)
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
-from reaxopt.model import energy_forces_charges_moving
+from reaxopt.model import energy_forces_virial_moving
 
 KCAL_PER_EV = 23.060547830619029  # kcal/mol per eV (forces are scaled to eV/Å for FIRE's steps)
 DT, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA0, F_ALPHA, MAX_STEP = (0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99,
                                                               0.2)
 GROWTH_HEADROOM = 0.25  # extra room (share of the count) when a batch's lists outgrow it
+CELL_LENGTH = 10.0  # Å per unit strain in FIRE's cell coordinate (the nonbonded cutoff's order)
 
 
 @jax.tree_util.register_dataclass
 @dataclass
 class FireState:
-    """FIRE's state per structure of a batch (B leading): velocities (B, n, 3) in FIRE's units,
-    dt, alpha, steps since the last uphill step, steps taken."""
+    """FIRE's state per structure of a batch (B leading): velocities of the atoms (B, n, 3) and
+    of the cell coordinate (B, 3, 3) in FIRE's units, dt, alpha, steps since the last uphill
+    step, steps taken."""
 
     velocity: Any
+    cell_velocity: Any
     dt: Any
     alpha: Any
     since: Any
@@ -63,71 +80,113 @@ class FireState:
 def fire_start(positions) -> FireState:
     """FIRE's initial state for a batch of positions (B, n, 3)."""
     b = positions.shape[0]
-    return FireState(jnp.zeros_like(positions), jnp.full(b, DT), jnp.full(b, ALPHA0),
-                     jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32))
+    return FireState(jnp.zeros_like(positions), jnp.zeros((b, 3, 3), positions.dtype),
+                     jnp.full(b, DT), jnp.full(b, ALPHA0), jnp.zeros(b, jnp.int32),
+                     jnp.zeros(b, jnp.int32))
 
 
-def _rms(forces, mask):
-    count = 3.0 * jnp.maximum(jnp.sum(mask, axis=1), 1)
-    return jnp.sqrt(jnp.sum(jnp.where(mask[..., None], forces ** 2, 0.0), axis=(1, 2)) / count)
+def _rms(forces, mask, cell_forces, cell_free):
+    """RMS force component per structure over its atoms and, where the cell relaxes, the three
+    rows of its cell force."""
+    count = 3.0 * (jnp.sum(mask, axis=1) + 3 * cell_free)
+    squares = (jnp.sum(jnp.where(mask[..., None], forces ** 2, 0.0), axis=(1, 2))
+               + jnp.sum(cell_forces ** 2, axis=(1, 2)))
+    return jnp.sqrt(squares / jnp.maximum(count, 1.0))
+
+
+def cell_reach(positions, atom_mask, cutoff: float) -> np.ndarray:
+    """(R + D) / 2 per structure (Å): how far a unit strain of the cell can move a pair vector
+    of its lists (R: the longest list cutoff, with the skin; D: the largest distance between
+    two of its atoms). positions (B, n, 3), atom_mask (B, n): host arrays."""
+    x = np.asarray(positions, float)
+    out = np.zeros(len(x))
+    for b, (xb, m) in enumerate(zip(x, np.asarray(atom_mask, bool))):
+        xb = xb[m]
+        spread = np.max(np.linalg.norm(xb[:, None] - xb[None], axis=-1)) if len(xb) else 0.0
+        out[b] = 0.5 * (cutoff + spread)
+    return out
 
 
 @partial(jax.jit, static_argnames="topology")
-def fire_batch(positions, state: FireState, system, params: Params, anchors, half_skin,
-               max_steps, rms_force, topology):
-    """FIRE on a batch: positions (B, n, 3) Å; anchors (B, n, 3) where the lists were built;
-    half_skin (B,) Å; max_steps (B,) int (counted in ``state.steps``); rms_force kcal/mol/Å.
+def fire_batch(positions, cells, state: FireState, system, params: Params, anchors,
+               cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, topology):
+    """FIRE on a batch: positions (B, n, 3) Å; cells (B, 3, 3) Å (row vectors); anchors
+    (B, n, 3) and cell_anchors (B, 3, 3) where the lists were built; half_skin (B,) Å; reach
+    (B,) Å (``cell_reach``); cell_free (B,) bool: the cell relaxes too; max_steps (B,) int
+    (counted in ``state.steps``); rms_force kcal/mol/Å.
 
-    A structure runs until converged, out of steps, or until its next step would move an atom
-    more than half_skin from its anchor (that step is not taken). Returns (positions, state,
-    RMS force (B,) kcal/mol/Å, paused (B,) bool: stopped for a list rebuild).
+    A structure runs until converged, out of steps, or until its next step could move a pair
+    vector of its lists by more than its skin (that step is not taken). Returns (positions,
+    cells, state, RMS force (B,) kcal/mol/Å, paused (B,) bool: stopped for a list rebuild).
     """
-    def forces_of(x):
-        _, f, _ = jax.vmap(energy_forces_charges_moving, in_axes=(0, 0, None, None))(
-            x, system, params, topology)
-        return jnp.where(system.atom_mask[..., None], f, 0.0) / KCAL_PER_EV
-
     mask = system.atom_mask
+    free = cell_free[:, None, None]
+    inverse_anchors = jnp.linalg.inv(jnp.where(free, cell_anchors, jnp.eye(3)))
+
+    def forces_of(x, cell):
+        """Atom forces and cell forces (generalised, for the cell coordinate), in eV/Å."""
+        moved = dataclasses.replace(system, cell=cell)
+        _, f, w = jax.vmap(energy_forces_virial_moving, in_axes=(0, 0, None, None))(
+            x, moved, params, topology)
+        return (jnp.where(mask[..., None], f, 0.0) / KCAL_PER_EV,
+                jnp.where(free, w, 0.0) / (CELL_LENGTH * KCAL_PER_EV))
 
     def running(carry):
-        _, s, _, rms, paused = carry
+        _, _, s, _, _, rms, paused = carry
         return (s.steps < max_steps) & (rms * KCAL_PER_EV >= rms_force) & ~paused
 
+    def drift(x, cell):
+        """Bound on how far any pair vector of the lists moved, halved (Å)."""
+        atoms = jnp.max(jnp.where(mask, jnp.linalg.norm(x - anchors, axis=-1), 0.0), axis=1)
+        strain = jnp.einsum("bij,bjk->bik", inverse_anchors, cell) - jnp.eye(3)
+        return atoms + jnp.where(cell_free, reach * jnp.linalg.norm(strain, axis=(1, 2)), 0.0)
+
     def body(carry):
-        x, s, f, _, paused = carry
+        x, cell, s, f, fc, _, paused = carry
         go = running(carry)
-        power = jnp.sum(f * s.velocity, axis=(1, 2))
-        norm_f = jnp.sqrt(jnp.sum(f * f, axis=(1, 2))) + 1e-30
-        norm_v = jnp.sqrt(jnp.sum(s.velocity * s.velocity, axis=(1, 2)))
-        mixed = (1 - s.alpha)[:, None, None] * s.velocity \
-            + (s.alpha * norm_v / norm_f)[:, None, None] * f
+        power = jnp.sum(f * s.velocity, axis=(1, 2)) + jnp.sum(fc * s.cell_velocity, axis=(1, 2))
+        norm_f = jnp.sqrt(jnp.sum(f * f, axis=(1, 2)) + jnp.sum(fc * fc, axis=(1, 2))) + 1e-30
+        norm_v = jnp.sqrt(jnp.sum(s.velocity ** 2, axis=(1, 2))
+                          + jnp.sum(s.cell_velocity ** 2, axis=(1, 2)))
+        ratio = (s.alpha * norm_v / norm_f)[:, None, None]
+        keep_v = (1 - s.alpha)[:, None, None]
         uphill = power <= 0.0
-        v = jnp.where(uphill[:, None, None], 0.0, mixed)
+        v = jnp.where(uphill[:, None, None], 0.0, keep_v * s.velocity + ratio * f)
+        vc = jnp.where(uphill[:, None, None], 0.0, keep_v * s.cell_velocity + ratio * fc)
         grow = (~uphill) & (s.since > N_MIN)
         dt = jnp.where(uphill, s.dt * F_DEC, jnp.where(grow, jnp.minimum(s.dt * F_INC, DT_MAX),
                                                        s.dt))
         alpha = jnp.where(uphill, ALPHA0, jnp.where(grow, s.alpha * F_ALPHA, s.alpha))
         since = jnp.where(uphill, 0, s.since + 1)
         v = v + dt[:, None, None] * f
-        dx = dt[:, None, None] * v
-        largest = jnp.max(jnp.linalg.norm(dx, axis=-1), axis=1)
-        dx = dx * jnp.minimum(1.0, MAX_STEP / jnp.maximum(largest, 1e-30))[:, None, None]
-        dx = jnp.where(mask[..., None], dx, 0.0)
-        leaving = jnp.max(jnp.linalg.norm(x + dx - anchors, axis=-1), axis=1) > half_skin
-        take = go & ~leaving
-        x_new = x + jnp.where(take[:, None, None], dx, 0.0)
-        f_new = forces_of(x_new)
+        vc = vc + dt[:, None, None] * fc
+        dx, dc = dt[:, None, None] * v, dt[:, None, None] * vc
+        largest = jnp.maximum(jnp.max(jnp.linalg.norm(dx, axis=-1), axis=1),
+                              jnp.max(jnp.linalg.norm(dc, axis=-1), axis=1))
+        scale = jnp.minimum(1.0, MAX_STEP / jnp.maximum(largest, 1e-30))[:, None, None]
+        dx = jnp.where(mask[..., None], dx * scale, 0.0)
+        strain = jnp.eye(3) + jnp.where(free, dc * scale, 0.0) / CELL_LENGTH
+        x_try = jnp.einsum("bnj,bjk->bnk", x, strain) + dx
+        cell_try = jnp.einsum("bij,bjk->bik", cell, strain)
+        take = go & ~(drift(x_try, cell_try) > half_skin)
         keep = take[:, None, None]
-        state = FireState(jnp.where(keep, v, s.velocity), jnp.where(take, dt, s.dt),
-                          jnp.where(take, alpha, s.alpha), jnp.where(take, since, s.since),
-                          s.steps + take.astype(s.steps.dtype))
+        x_new = jnp.where(keep, x_try, x)
+        cell_new = jnp.where(keep, cell_try, cell)
+        f_new, fc_new = forces_of(x_new, cell_new)
+        state = FireState(jnp.where(keep, v, s.velocity), jnp.where(keep, vc, s.cell_velocity),
+                          jnp.where(take, dt, s.dt), jnp.where(take, alpha, s.alpha),
+                          jnp.where(take, since, s.since), s.steps + take.astype(s.steps.dtype))
         f = jnp.where(keep, f_new, f)
-        return x_new, state, f, _rms(f, mask), paused | (go & leaving)
+        fc = jnp.where(keep, fc_new, fc)
+        return (x_new, cell_new, state, f, fc, _rms(f, mask, fc, cell_free),
+                paused | (go & ~take))
 
-    f0 = forces_of(positions)
-    carry = (positions, state, f0, _rms(f0, mask), jnp.zeros(positions.shape[0], bool))
-    x, state, _, rms, paused = jax.lax.while_loop(lambda c: jnp.any(running(c)), body, carry)
-    return x, state, rms * KCAL_PER_EV, paused
+    f0, fc0 = forces_of(positions, cells)
+    carry = (positions, cells, state, f0, fc0, _rms(f0, mask, fc0, cell_free),
+             jnp.zeros(positions.shape[0], bool))
+    x, cells, state, _, _, rms, paused = jax.lax.while_loop(lambda c: jnp.any(running(c)), body,
+                                                            carry)
+    return x, cells, state, rms * KCAL_PER_EV, paused
 
 
 def rebuild_lists(model, batch: int, slots, positions) -> tuple[Any, Any]:
@@ -155,17 +214,20 @@ def rebuild_lists(model, batch: int, slots, positions) -> tuple[Any, Any]:
                         for s in systems]), sizes
 
 
-def relax(model, params: Params, rows, max_steps, rms_force: float):
+def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()):
     """(model with relaxed positions, steps (S,), rms force (S,)) for the model rows ``rows``.
 
     rows: model rows to relax (built with a skin, ``ModelOptions.skin``); max_steps: (S,) step
-    limit per structure (used for ``rows``). The returned model's lists of the relaxed rows
-    hold every interaction at the relaxed positions (rebuilt and re-padded as needed).
+    limit per structure (used for ``rows``); cell_rows: those of ``rows`` whose cell relaxes too
+    (periodic ones only). The returned model's lists of the relaxed rows hold every interaction
+    at the relaxed positions and cells (rebuilt and re-padded as needed).
     """
     rows = np.asarray(rows, int)
     n = model.n_structures
     select = np.zeros(n, bool)
     select[rows] = True
+    cell_select = np.zeros(n, bool)
+    cell_select[np.asarray(cell_rows, int)] = True
     thin = [model.names[k] for k in rows if model.skins[k] <= 2 * MAX_STEP]
     if thin:
         raise ValueError(f"structures to relax need lists with a skin over {2 * MAX_STEP} Å; "
@@ -177,37 +239,51 @@ def relax(model, params: Params, rows, max_steps, rms_force: float):
         if not len(picked):
             continue
         half_skin = jnp.asarray([0.5 * model.skins[k] for k in members[picked]])
+        periodic = np.any(np.asarray(model.batches[c][1].cell)[picked] != 0.0, axis=(1, 2))
+        cell_free = jnp.asarray(cell_select[members[picked]] & periodic)
         state = fire_start(model.batches[c][0][picked])
         while True:
             positions, system = model.batches[c]
             sub = jax.tree_util.tree_map(lambda a: a[picked], system)
-            x, state, rms, paused = fire_batch(
-                positions[picked], state, sub, params, model.anchors[c][picked], half_skin,
+            reach = cell_reach(np.asarray(positions)[picked], np.asarray(sub.atom_mask),
+                               model.cutoffs.nonbonded + max(model.skins))
+            x, cells, state, rms, paused = fire_batch(
+                positions[picked], sub.cell, state, sub, params, model.anchors[c][picked],
+                model.cell_anchors[c][picked], half_skin, jnp.asarray(reach), cell_free,
                 jnp.asarray(limit[members[picked]]), jnp.asarray(float(rms_force)),
                 topology=model.topology)
-            positions = positions.at[picked].set(x)
-            model = _replace_batch(model, c, positions=positions)
+            system = dataclasses.replace(system, cell=system.cell.at[picked].set(cells))
+            model = _replace_batch(model, c, positions=positions.at[picked].set(x),
+                                   system=system)
+            positions = model.batches[c][0]
             paused = np.asarray(paused)
             if not paused.any():
                 break
             slots = picked[paused]
             system, sizes = rebuild_lists(model, c, slots, np.asarray(positions)[slots])
-            model = _replace_batch(model, c, system=jax.tree_util.tree_map(jnp.asarray, system),
-                                   anchors=model.anchors[c].at[slots].set(positions[slots]),
-                                   sizes=sizes)
+            model = _replace_batch(
+                model, c, system=jax.tree_util.tree_map(jnp.asarray, system),
+                anchors=model.anchors[c].at[slots].set(positions[slots]),
+                cell_anchors=model.cell_anchors[c].at[slots].set(
+                    jnp.asarray(system.cell)[slots]), sizes=sizes)
         steps_out[members[picked]] = np.asarray(state.steps)
         rms_out[members[picked]] = np.asarray(rms)
     return model, steps_out, rms_out
 
 
-def _replace_batch(model, c: int, positions=None, system=None, anchors=None, sizes=None):
-    """``model`` with batch ``c``'s positions, System, anchors or padded sizes replaced."""
+def _replace_batch(model, c: int, positions=None, system=None, anchors=None,
+                   cell_anchors=None, sizes=None):
+    """``model`` with batch ``c``'s positions, System, anchors, cell anchors or padded sizes
+    replaced."""
     old_positions, old_system = model.batches[c]
     batch = (old_positions if positions is None else positions,
              old_system if system is None else system)
     values = {"batches": model.batches[:c] + (batch,) + model.batches[c + 1:]}
     if anchors is not None:
         values["anchors"] = model.anchors[:c] + (anchors,) + model.anchors[c + 1:]
+    if cell_anchors is not None:
+        values["cell_anchors"] = (model.cell_anchors[:c] + (cell_anchors,)
+                                  + model.cell_anchors[c + 1:])
     if sizes is not None:
         values["sizes"] = model.sizes[:c] + (sizes,) + model.sizes[c + 1:]
     return dataclasses.replace(model, **values)

@@ -51,7 +51,7 @@ from reaxopt.cluster.lists import bond_cutoffs
 from reaxopt.cluster.neighbours import pairs_within
 from reaxopt.cluster.padding import pad_system_sizes, system_interaction_sizes
 from reaxopt.cluster.sizes import Cutoffs, InteractionSizes
-from reaxopt.energy.total import System, energy_forces_charges
+from reaxopt.energy.total import System, energy_forces_charges, energy_forces_virial
 from reaxopt.evaluate import build_system, pad_system, stack_systems
 from reaxopt.forcefield import ATOM, BOND, OFFDIAG, Params, Topology, expand
 from reaxopt.io.ffield import SECTIONS
@@ -166,7 +166,8 @@ class Predictions:
     atom_mask: Any
 
 
-@partial(jax.tree_util.register_dataclass, data_fields=["batches", "order", "anchors"],
+@partial(jax.tree_util.register_dataclass,
+         data_fields=["batches", "order", "anchors", "cell_anchors"],
          meta_fields=["topology", "names", "n_atoms", "n_max", "sizes", "clustering", "cutoffs",
                       "skins"])
 @dataclass
@@ -177,15 +178,17 @@ class Model:
     batches: tuple of (positions (B, n, 3), System with a leading axis B) per cluster, its
     structures in ``clustering.members`` order; order: (S,) int, the row of each structure in
     the batches' concatenation; anchors: per batch, the positions (B, n, 3) its lists were built
-    at; names: structure names in order; n_atoms: real atom counts; n_max: the largest padded
-    atom count; sizes: each batch's padded sizes (``InteractionSizes``); clustering: the
-    clustering the model was built with; cutoffs: the lists' cutoffs before the skin; skins:
+    at; cell_anchors: per batch, the cells (B, 3, 3) they were built with; names: structure
+    names in order; n_atoms: real atom counts; n_max: the largest padded atom count; sizes:
+    each batch's padded sizes (``InteractionSizes``); clustering: the clustering the model was
+    built with; cutoffs: the lists' cutoffs before the skin; skins:
     per structure, the skin (Å) its lists were built with (0: a fixed geometry).
     """
 
     batches: tuple
     order: Any
     anchors: tuple
+    cell_anchors: tuple
     topology: Topology
     names: tuple[str, ...]
     n_atoms: tuple[int, ...]
@@ -261,16 +264,19 @@ def build_model(structures: list[Structure], params: Params, topology: Topology,
     k = None if options.clusters == "auto" else int(options.clusters)
     clustering = cluster_structures([system_interaction_sizes(system) for _, system in built], k,
                                     auto=options.auto)
-    batches, anchors, rows, offset = [], [], np.empty(len(structures), np.int64), 0
+    batches, anchors, cell_anchors = [], [], []
+    rows, offset = np.empty(len(structures), np.int64), 0
     for c, padded in enumerate(clustering.padded):
         members = clustering.members(c)
         positions, system = stack_systems([pad_system(*built[m], pad_system_sizes(padded))
                                            for m in members])
         batches.append((jnp.asarray(positions), jax.tree_util.tree_map(jnp.asarray, system)))
         anchors.append(jnp.asarray(positions))
+        cell_anchors.append(jnp.asarray(system.cell))
         rows[members] = offset + np.arange(len(members))
         offset += len(members)
     return Model(batches=tuple(batches), order=jnp.asarray(rows), anchors=tuple(anchors),
+                 cell_anchors=tuple(cell_anchors),
                  topology=topology, names=tuple(s.name for s in structures),
                  n_atoms=tuple(s.n_atoms for s in structures),
                  n_max=max(p.atoms for p in clustering.padded), sizes=clustering.padded,
@@ -287,6 +293,15 @@ def energy_forces_charges_moving(positions, system: System, params: Params, topo
     energy, _, forces, charges = energy_forces_charges(
         positions, dataclasses.replace(system, pairs=pairs), params, topology)
     return energy, forces, charges
+
+
+def energy_forces_virial_moving(positions, system: System, params: Params, topology: Topology):
+    """(energy, forces (N, 3), virial (3, 3) kcal/mol) of one padded structure with moving lists
+    (``energy_forces_virial`` after dropping the pairs beyond the taper radius)."""
+    pairs = pairs_within(system.pairs, positions, system.cell, params.general[12])
+    energy, forces, virial, _ = energy_forces_virial(
+        positions, dataclasses.replace(system, pairs=pairs), params, topology)
+    return energy, forces, virial
 
 
 def _cluster_outputs(positions, system: System, params: Params, topology: Topology):

@@ -47,6 +47,7 @@ TERM_OF_RAW = {0: "bond", 1: "over_under", 2: "lone_pair", 4: "valence", 5: "pen
 TERMS = tuple(TERM_OF_RAW.values())
 SPECTATOR = "X"
 KCALPMOL_TO_EV = 23.02  # LAMMPS's (misnamed) factor in the polarisation energy
+NKTV2P_REAL = 68568.415  # LAMMPS's pressure unit factor in units real: atm per kcal/mol/Å^3
 
 _lammps_module = None
 
@@ -95,8 +96,12 @@ def _ffield_values(path: Path):
 
 
 def _run(ffield_path, symbols, positions, cell, *, lgvdw, tolerance, maxiter, swa, swb, qeq,
-         enobonds=True, spectator=None):
-    """One LAMMPS run; returns dict(pe, raw (14,), forces, charges) in the input frame."""
+         enobonds=True, spectator=None, relax_cell=False):
+    """One LAMMPS run; returns dict(pe, raw (14,), forces, charges, virial) in the input frame.
+
+    relax_cell: minimise atoms and cell to zero pressure first (``fix box/relax tri 0.0``,
+    conjugate gradients to a force norm of 1e-10); then also returns the relaxed ``cell`` (LAMMPS
+    frame: only its lengths and angles compare) and ``volume``."""
     lammps = _lammps()
     symbols = list(symbols)
     positions = np.asarray(positions, float)
@@ -147,17 +152,33 @@ def _run(ffield_path, symbols, positions, cell, *, lgvdw, tolerance, maxiter, sw
             lmp.command(f"fix qeq all qeq/reaxff 1 {swa:.17g} {swb:.17g} {tolerance:.17g} reaxff "
                         f"maxiter {maxiter}")
         lmp.command("compute reax all pair reaxff")
-        lmp.command("thermo_style custom step pe " + " ".join(f"c_reax[{k}]" for k in range(1, 15)))
+        lmp.command("thermo_style custom step pe vol pxx pyy pzz pxy pxz pyz "
+                    + " ".join(f"c_reax[{k}]" for k in range(1, 15)))
+        if relax_cell:
+            lmp.command("fix relax all box/relax tri 0.0 vmax 0.001")
+            lmp.command("min_modify line quadratic")
+            lmp.command("minimize 0.0 1.0e-10 20000 200000")
+            lmp.command("unfix relax")
         lmp.command("run 0 post no")
         pe = lmp.get_thermo("pe")
+        # no velocities: the pressure tensor is the virial / volume (atm in real units)
+        p = {k: lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pxy", "pxz", "pyz")}
+        pressure = np.array([[p["pxx"], p["pxy"], p["pxz"]], [p["pxy"], p["pyy"], p["pyz"]],
+                             [p["pxz"], p["pyz"], p["pzz"]]])
+        virial = rot @ (pressure * lmp.get_thermo("vol") / NKTV2P_REAL) @ rot.T
         raw = np.array([lmp.extract_compute("reax", 0, 1)[k] for k in range(14)])
         ids = np.array(lmp.numpy.extract_atom("id")[:n])
         order = np.argsort(ids)
         forces = np.array(lmp.numpy.extract_atom("f")[:n])[order] @ rot.T
         charges = np.array(lmp.numpy.extract_atom("q")[:n])[order]
+        box = lmp.extract_box()  # boxlo, boxhi, xy, yz, xz, periodicity, box_change
+        (xlo, ylo, zlo), (xhi, yhi, zhi), xy, yz, xz = box[:5]
+        relaxed_cell = np.array([[xhi - xlo, 0, 0], [xy, yhi - ylo, 0], [xz, yz, zhi - zlo]])
     finally:
         lmp.close()
-    return {"pe": pe, "raw": raw, "forces": forces, "charges": charges}
+    return {"pe": pe, "raw": raw, "forces": forces, "charges": charges,
+            "virial": virial if cell is not None else None,
+            "cell": relaxed_cell if cell is not None else None}
 
 
 def _spectator_ffield(ffield_path: Path, template: str, chi: float, directory: str) -> Path:
@@ -176,7 +197,8 @@ def _spectator_ffield(ffield_path: Path, template: str, chi: float, directory: s
 def lammps_evaluate(ffield_path, symbols, positions, cell=None, total_charge: float = 0.0, *,
                     lgvdw: bool | None = None, qeq: bool = True, qeq_tolerance: float = 1e-14,
                     maxiter: int = 2000, enobonds: bool = True) -> dict:
-    """Energy (kcal/mol), 12 terms, the 14 raw values, forces (N, 3) kcal/mol/Å and charges (e).
+    """Energy (kcal/mol), 12 terms, the 14 raw values, forces (N, 3) kcal/mol/Å, charges (e) and
+    for a cell the virial (3, 3) kcal/mol (pressure tensor x volume, no kinetic part; else None).
 
     ffield_path: a ReaxFF force field file; symbols: element names; positions (N, 3) Å; cell:
     (3, 3) row vectors Å or None for a molecule. lgvdw defaults to whether the file has the
@@ -232,4 +254,16 @@ def lammps_evaluate(ffield_path, symbols, positions, cell=None, total_charge: fl
 
     terms = {name: float(out["raw"][k]) for k, name in TERM_OF_RAW.items()}
     return {"energy": float(out["pe"] - pe_correction), "terms": terms, "raw": out["raw"],
-            "forces": out["forces"], "charges": out["charges"]}
+            "forces": out["forces"], "charges": out["charges"], "virial": out["virial"]}
+
+
+def lammps_relax_cell(ffield_path, symbols, positions, cell, *, qeq_tolerance: float = 1e-14,
+                      maxiter: int = 2000) -> dict:
+    """LAMMPS's minimum of atoms and cell at zero pressure (``fix box/relax tri 0.0``): energy
+    (kcal/mol) and the relaxed cell (3, 3) in LAMMPS's frame (lower triangular)."""
+    ffield_path = Path(ffield_path).resolve()
+    ff = _ffield_values(ffield_path)
+    out = _run(ffield_path, symbols, np.asarray(positions, float), np.asarray(cell, float),
+               lgvdw=ff.lgvdw, tolerance=qeq_tolerance, maxiter=maxiter, swa=ff.general[11],
+               swb=ff.general[12], qeq=True, relax_cell=True)
+    return {"energy": float(out["pe"]), "cell": out["cell"]}

@@ -89,6 +89,10 @@ def test_model_clusters_like_the_cluster_command(dataset):
     assert any(model.skins)
 
 
+# cobalt's 147 structures under -m slow (its energies are checked against LAMMPS by default on
+# a sample in test_datasets_energy); disulfide's 232 with their charges by default
+@pytest.mark.parametrize("dataset", [pytest.param("cobalt", marks=pytest.mark.slow),
+                                     "disulfide"], indirect=True)
 def test_clustered_predictions_equal_the_one_shape_path(dataset):
     name, ffield, structures, params, _, model = dataset
     ours = model.predict(params)

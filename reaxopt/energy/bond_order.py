@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from reaxopt.energy.safe_math import safe_norm, safe_pow
+from reaxopt.energy.safe_math import logistic, safe_norm, safe_pow
 from reaxopt.forcefield import ForceField
 
 BOND_CUT = 5.0  # Å, LAMMPS's default bonded neighbourhood (control bond_cut / nbrhood_cutoff)
@@ -112,13 +112,13 @@ def bond_orders(ff: ForceField, topology, positions, cell, types, atom_mask, pai
     val_i, val_j = ff.valency[ti], ff.valency[tj]
     dp_i, dp_j = deltap[pair_i], deltap[pair_j]
     f2 = jnp.exp(-p_boc1 * dp_i) + jnp.exp(-p_boc1 * dp_j)
-    f3 = -1.0 / p_boc2 * jnp.log(0.5 * (jnp.exp(-p_boc2 * dp_i) + jnp.exp(-p_boc2 * dp_j)))
+    f3 = -1.0 / p_boc2 * (jnp.logaddexp(-p_boc2 * dp_i, -p_boc2 * dp_j) - jnp.log(2.0))
     f1 = 0.5 * ((val_i + f2) / (val_i + f2 + f3) + (val_j + f2) / (val_j + f2 + f3))
     f1 = jnp.where(ff.ovc[ti, tj] >= 0.001, f1, 1.0)
 
     p_boc3, p_boc4, p_boc5 = ff.p_boc3[ti, tj], ff.p_boc4[ti, tj], ff.p_boc5[ti, tj]
-    f4 = 1.0 / (1.0 + jnp.exp(-(p_boc4 * bo_prime ** 2 - deltap_boc[pair_i]) * p_boc3 + p_boc5))
-    f5 = 1.0 / (1.0 + jnp.exp(-(p_boc4 * bo_prime ** 2 - deltap_boc[pair_j]) * p_boc3 + p_boc5))
+    f4 = logistic((p_boc4 * bo_prime ** 2 - deltap_boc[pair_i]) * p_boc3 - p_boc5)
+    f5 = logistic((p_boc4 * bo_prime ** 2 - deltap_boc[pair_j]) * p_boc3 - p_boc5)
     f45 = jnp.where(ff.v13cor[ti, tj] >= 0.001, f4 * f5, 1.0)
 
     a0 = f1 * f45

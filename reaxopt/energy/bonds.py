@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from reaxopt.energy.bond_order import BondOrders
-from reaxopt.energy.safe_math import safe_pow
+from reaxopt.energy.safe_math import logistic_scaled, safe_pow
 from reaxopt.forcefield import ForceField
 
 
@@ -26,7 +26,7 @@ def bond_energy(ff: ForceField, topology, types, pairs, bo: BondOrders):
     triple = (bo.bond & (bo.bo >= 1.0)
               & jnp.asarray(topology.triple_pair)[ti, tj])
     s_i, s_j = bo.total[pairs.i], bo.total[pairs.j]
-    hulpov = 1.0 / (1.0 + 25.0 * jnp.exp(gp4 * (bo.delta[pairs.i] + bo.delta[pairs.j])))
+    hulpov = logistic_scaled(gp4 * (bo.delta[pairs.i] + bo.delta[pairs.j]), 25.0)
     e_triple = (gp10 * jnp.exp(-gp7 * (bo.bo - 2.5) ** 2) * hulpov
                 * (jnp.exp(-gp3 * (s_i - bo.bo)) + jnp.exp(-gp3 * (s_j - bo.bo))))
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from reaxopt.energy.bond_order import BondOrders, has_bonds
+from reaxopt.energy.safe_math import logistic
 from reaxopt.forcefield import ForceField
 
 
 def lone_pair_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders):
     """Lone-pair energy incl. the C2 correction, kcal/mol."""
-    e_atom = ff.p_lp2[types] * bo.delta_lp / (1.0 + jnp.exp(-75.0 * bo.delta_lp))
+    e_atom = ff.p_lp2[types] * bo.delta_lp * logistic(75.0 * bo.delta_lp)
     counted = atom_mask if topology.enobonds else atom_mask & has_bonds(bo, pairs, types.shape[0])
     e_lp = jnp.sum(jnp.where(counted, e_atom, 0.0))
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from reaxopt.energy.bond_order import BondOrders, has_bonds
+from reaxopt.energy.safe_math import logistic, logistic_scaled
 from reaxopt.forcefield import ForceField
 
 
@@ -36,13 +37,11 @@ def over_under_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: Bon
     s2 = (jax.ops.segment_sum(jnp.where(bo.bond, to_i, 0.0), pairs.i, n)
           + jax.ops.segment_sum(jnp.where(bo.bond, to_j, 0.0), pairs.j, n))
 
-    exp_ovun1 = p_ovun3 * jnp.exp(p_ovun4 * s2)
-    dlpc = bo.delta - dfvl * bo.delta_lp_temp / (1.0 + exp_ovun1)
+    dlpc = bo.delta - dfvl * bo.delta_lp_temp * logistic_scaled(p_ovun4 * s2, p_ovun3)
     p_ovun2 = ff.p_ovun2[types]
-    exp_ovun2 = jnp.exp(p_ovun2 * dlpc)
-    e_over = s1 * dlpc / (dlpc + ff.valency[types] + 1e-8) / (1.0 + exp_ovun2)
-    e_under = (-ff.p_ovun5[types] * (1.0 - jnp.exp(p_ovun6 * dlpc)) / (1.0 + 1.0 / exp_ovun2)
-               / (1.0 + p_ovun7 * jnp.exp(p_ovun8 * s2)))
+    e_over = s1 * dlpc / (dlpc + ff.valency[types] + 1e-8) * logistic(-p_ovun2 * dlpc)
+    e_under = (-ff.p_ovun5[types] * (1.0 - jnp.exp(p_ovun6 * dlpc)) * logistic(p_ovun2 * dlpc)
+               * logistic_scaled(p_ovun8 * s2, p_ovun7))
     if not topology.enobonds:
         e_under = jnp.where(has_bonds(bo, pairs, n), e_under, 0.0)
     return jnp.sum(jnp.where(atom_mask, e_over + e_under, 0.0))

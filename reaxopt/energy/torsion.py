@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from reaxopt.energy.angles import cos_angle, end_atoms, end_vectors
 from reaxopt.energy.bond_order import BondOrders
-from reaxopt.energy.safe_math import safe_sqrt
+from reaxopt.energy.safe_math import safe_sqrt, two_plus_ratio
 from reaxopt.energy.valence import THB_CUT
 from reaxopt.forcefield import ForceField
 
@@ -61,8 +61,7 @@ def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: Bond
 
     p_tor2, p_tor3, p_tor4, p_cot2 = ff.g(23), ff.g(24), ff.g(25), ff.g(27)
     dsum = bo.delta_boc[j] + bo.delta_boc[k]
-    exp_tor3, exp_tor4 = jnp.exp(-p_tor3 * dsum), jnp.exp(p_tor4 * dsum)
-    f11 = (2.0 + exp_tor3) / (1.0 + exp_tor3 + exp_tor4)
+    f11 = two_plus_ratio(-p_tor3 * dsum, p_tor4 * dsum)
     fn10 = ((1.0 - jnp.exp(-p_tor2 * boa_ij)) * (1.0 - jnp.exp(-p_tor2 * boa_jk))
             * (1.0 - jnp.exp(-p_tor2 * boa_kl)))
     prm = lambda table: table[ti, tj, tk, tl]  # noqa: E731

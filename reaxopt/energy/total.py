@@ -27,6 +27,7 @@ Charges come from the exact QEq solve (``reaxopt.energy.charges``). Two derivati
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +134,26 @@ def energy_forces_charges(positions, system: System, params: Params, topology: T
                                                                                  charges)
     forces = jnp.where(system.atom_mask[:, None], -gradient, 0.0)
     return energy, terms, forces, charges
+
+
+def energy_forces_virial(positions, system: System, params: Params, topology: Topology):
+    """(energy, forces (N, 3) kcal/mol/Å, virial (3, 3) kcal/mol, charges (N,)), all at fixed
+    QEq charges as LAMMPS computes them.
+
+    The virial is minus the derivative of the energy under a homogeneous strain eps of atoms and
+    cell together, x -> x (1 + eps), cell -> cell (1 + eps) (row vectors), symmetrised:
+    W = -(x^T dE/dx + cell^T dE/dcell), LAMMPS's virial (pressure tensor = W / volume, without
+    the kinetic part). Zero for a molecule (cell of zeros) up to its (zero) net torque.
+    """
+    ff = expand(params, topology)
+    charges = equilibrate_charges(positions, system, ff)
+
+    def total(x, cell):
+        terms = energy_at_charges(x, charges, dataclasses.replace(system, cell=cell), ff,
+                                  topology)
+        return sum(terms.values())
+
+    energy, (d_x, d_cell) = jax.value_and_grad(total, argnums=(0, 1))(positions, system.cell)
+    d_x = jnp.where(system.atom_mask[:, None], d_x, 0.0)
+    w = -(positions.T @ d_x + system.cell.T @ d_cell)
+    return energy, -d_x, 0.5 * (w + w.T), charges

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from reaxopt.energy.angles import cos_angle, end_atoms, end_vectors, lammps_acos
 from reaxopt.energy.bond_order import BondOrders
-from reaxopt.energy.safe_math import safe_pow
+from reaxopt.energy.safe_math import logistic, safe_pow, two_plus_ratio
 from reaxopt.forcefield import ForceField
 
 THB_CUT = 0.001  # LAMMPS control thb_cut
@@ -69,12 +69,9 @@ def valence_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: Bond
     p_val6, p_val10 = ff.g(14), ff.g(17)
     p_pen2, p_pen3, p_pen4 = ff.g(19), ff.g(20), ff.g(21)
     p_coa2, p_coa3, p_coa4 = ff.g(2), ff.g(38), ff.g(30)
-    expval6 = jnp.exp(p_val6 * delta_boc)
-
-    exp_pen3, exp_pen4 = jnp.exp(-p_pen3 * delta), jnp.exp(p_pen4 * delta)
-    f9 = (2.0 + exp_pen3) / (1.0 + exp_pen3 + exp_pen4)
+    f9 = two_plus_ratio(-p_pen3 * delta, p_pen4 * delta)
     pen_bonds = jnp.exp(-p_pen2 * (boa_ij - 2.0) ** 2) * jnp.exp(-p_pen2 * (boa_jk - 2.0) ** 2)
-    coa_common = (1.0 / (1.0 + jnp.exp(p_coa2 * delta_val))
+    coa_common = (logistic(-p_coa2 * delta_val)
                   * jnp.exp(-p_coa3 * (bo.total[i] - boa_ij) ** 2)
                   * jnp.exp(-p_coa3 * (bo.total[k] - boa_jk) ** 2)
                   * jnp.exp(-p_coa4 * (boa_ij - 1.5) ** 2)
@@ -89,8 +86,8 @@ def valence_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: Bond
         p_val4 = prm(ff.p_val4)
         f7_ij = 1.0 - jnp.exp(-p_val3 * safe_pow(boa_ij, p_val4, on))
         f7_jk = 1.0 - jnp.exp(-p_val3 * safe_pow(boa_jk, p_val4, on))
-        expval7 = jnp.exp(-prm(ff.p_val7) * delta_boc)
-        f8 = p_val5 - (p_val5 - 1.0) * (2.0 + expval6) / (1.0 + expval6 + expval7)
+        f8 = p_val5 - (p_val5 - 1.0) * two_plus_ratio(p_val6 * delta_boc,
+                                                      -prm(ff.p_val7) * delta_boc)
         theta_0 = (180.0 - prm(ff.theta_00) * (1.0 - jnp.exp(-p_val10 * (2.0 - sbo2))))
         theta_0 = theta_0 * LAMMPS_PI / 180.0
         expval2theta = jnp.exp(-prm(ff.p_val2) * (theta_0 - theta) ** 2)
