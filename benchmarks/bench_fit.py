@@ -5,8 +5,8 @@ files in ../shared/datasets) this runs, each in its own ``reaxopt fit`` process:
 
 * reference: ``ffield_best`` (the best published fit) with zero optimizer steps, i.e. evaluated
   by reaxopt on the same items with the same settings (geometries relaxed the same way);
-* fit: ``ffield_lit`` fitted with the set's ``params`` for ``--steps`` outer steps of up to
-  ``--max-iterations`` L-BFGS-B iterations each.
+* fit: ``ffield_lit`` fitted with the set's ``params`` with the config's optimizer settings
+  (``--steps``, ``--max-iterations``, ``--tolerance`` override them).
 
 Both use the same compiled shapes; the reference runs first, so the fit may find part of its
 compilation in the persistent cache unless ``--cold`` gives each run an empty cache directory.
@@ -16,8 +16,8 @@ compilation and the first relaxation), wall time of every outer step (relaxation
 the relaxation times, loss evaluations, and peak RSS of the process (``wait4``). The fit's
 training loss is compared with ffield_best's.
 
-    python benchmarks/bench_fit.py [--names cobalt disulfide] [--steps 5] [--max-iterations 100]
-        [--clusters auto] [--cold] [--work /tmp/reaxopt_bench_fit]
+    python benchmarks/bench_fit.py [--names cobalt disulfide] [--steps S] [--max-iterations I]
+        [--tolerance T] [--clusters auto] [--cold] [--work /tmp/reaxopt_bench_fit]
         [--out benchmarks/results/fit.json]
     python benchmarks/bench_fit.py --parse-only ...   # re-read finished runs in --work
 """
@@ -59,7 +59,11 @@ def run_config(name: str, force_field: str, steps: int, args, out_dir: Path) -> 
     config["force_field"] = str(base / force_field)
     config["output_dir"] = str(out_dir)
     config["clusters"] = args.clusters if args.clusters == "auto" else int(args.clusters)
-    config["optimizer"].update(steps=steps, max_iterations=args.max_iterations)
+    if steps is not None:
+        config["optimizer"]["steps"] = steps
+    for key in ("max_iterations", "tolerance"):
+        if getattr(args, key, None) is not None:
+            config["optimizer"][key] = getattr(args, key)
     path = out_dir.parent / f"{out_dir.name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -115,8 +119,12 @@ def parse_run(out_dir: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--names", nargs="+", default=["cobalt", "disulfide"])
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--max-iterations", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer.steps of the fit (default: the config's)")
+    parser.add_argument("--max-iterations", type=int, default=None,
+                        help="optimizer.max_iterations (default: the config's)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="optimizer.tolerance (default: the config's)")
     parser.add_argument("--clusters", default="auto")
     parser.add_argument("--cold", action="store_true",
                         help="an empty persistent compilation cache for every run")
@@ -147,8 +155,8 @@ def main(argv=None) -> int:
                     print(f"{name} {run} failed ({process['returncode']}): see "
                           f"{args.work / f'{name}_{run}.log'}", file=sys.stderr)
                     return 1
-                case[run] = {"settings": {"force_field": force_field, "steps": steps,
-                                          "max_iterations": args.max_iterations,
+                optimizer = yaml.safe_load(config.read_text())["optimizer"]
+                case[run] = {"settings": {"force_field": force_field, **optimizer,
                                           "clusters": args.clusters, "cold": args.cold},
                              **process}
             case.setdefault(run, {}).update(parse_run(out_dir))

@@ -34,6 +34,7 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -147,6 +148,11 @@ def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Proble
     if inputs.validation is not None:
         validation, validation_info = loss_module.compile_items(
             inputs.validation, indices["validation"], mode)
+    # forces enter the loss through force items, RMSG and the geometry response (which
+    # linearises the relaxed positions with the forces); without any, skip them
+    kinds = [items.counts() for items in (training, validation) if items is not None]
+    needs_forces = any(c["forces"] or c["geometry"] for c in kinds)
+    model = dataclasses.replace(model, with_forces=needs_forces)
     return Problem(inputs, tmap, params, model, training, training_info, validation,
                    validation_info, tmap.from_params(params), tuple(names), structures)
 

@@ -51,7 +51,8 @@ from reaxopt.cluster.lists import bond_cutoffs
 from reaxopt.cluster.neighbours import pairs_within
 from reaxopt.cluster.padding import pad_system_sizes, system_interaction_sizes
 from reaxopt.cluster.sizes import Cutoffs, InteractionSizes
-from reaxopt.energy.total import System, energy_forces_charges, energy_forces_virial
+from reaxopt.energy.total import (System, energy_forces_charges, energy_forces_virial,
+                                  energy_terms)
 from reaxopt.evaluate import build_system, pad_system, stack_systems
 from reaxopt.forcefield import ATOM, BOND, OFFDIAG, Params, Topology, expand
 from reaxopt.io.ffield import SECTIONS
@@ -169,7 +170,7 @@ class Predictions:
 @partial(jax.tree_util.register_dataclass,
          data_fields=["batches", "order", "anchors", "cell_anchors"],
          meta_fields=["topology", "names", "n_atoms", "n_max", "sizes", "clustering", "cutoffs",
-                      "skins"])
+                      "skins", "with_forces"])
 @dataclass
 class Model:
     """Stacked padded batches of structures, one per cluster (a pytree: pass it to jitted
@@ -182,7 +183,9 @@ class Model:
     names in order; n_atoms: real atom counts; n_max: the largest padded atom count; sizes:
     each batch's padded sizes (``InteractionSizes``); clustering: the clustering the model was
     built with; cutoffs: the lists' cutoffs before the skin; skins:
-    per structure, the skin (Å) its lists were built with (0: a fixed geometry).
+    per structure, the skin (Å) its lists were built with (0: a fixed geometry); with_forces:
+    whether predictions carry forces (False: zeros, and the energy's derivatives are only taken
+    once, so a loss without force items compiles and runs without second derivatives).
     """
 
     batches: tuple
@@ -197,6 +200,7 @@ class Model:
     clustering: Clustering
     cutoffs: Cutoffs
     skins: tuple[float, ...]
+    with_forces: bool = True
 
     def predict(self, params: Params) -> Predictions:
         return predict(self, params)
@@ -304,20 +308,32 @@ def energy_forces_virial_moving(positions, system: System, params: Params, topol
     return energy, forces, virial
 
 
-def _cluster_outputs(positions, system: System, params: Params, topology: Topology):
-    """(energy (B,), forces (B, n, 3), charges (B, n)) of one cluster's batch."""
-    return jax.vmap(energy_forces_charges_moving, in_axes=(0, 0, None, None))(
-        positions, system, params, topology)
+def energy_charges_moving(positions, system: System, params: Params, topology: Topology):
+    """(energy, zero forces (N, 3), charges) of one padded structure with moving lists: the
+    energy alone, for losses that need no forces."""
+    pairs = pairs_within(system.pairs, positions, system.cell, params.general[12])
+    terms, charges = energy_terms(positions, dataclasses.replace(system, pairs=pairs), params,
+                                  topology)
+    return sum(terms.values()), jnp.zeros_like(positions), charges
 
 
-cluster_predictions = jax.jit(_cluster_outputs, static_argnames="topology")
+def _cluster_outputs(positions, system: System, params: Params, topology: Topology,
+                     forces: bool = True):
+    """(energy (B,), forces (B, n, 3), charges (B, n)) of one cluster's batch (forces zero
+    unless ``forces``)."""
+    one = energy_forces_charges_moving if forces else energy_charges_moving
+    return jax.vmap(one, in_axes=(0, 0, None, None))(positions, system, params, topology)
+
+
+cluster_predictions = jax.jit(_cluster_outputs, static_argnames=("topology", "forces"))
 cluster_predictions.__doc__ = """Jitted ``_cluster_outputs``: one compilation per cluster shape."""
 
 
-@partial(jax.jit, static_argnames="topology")
-def _cluster_forward(positions, system: System, params: Params, topology: Topology):
+@partial(jax.jit, static_argnames=("topology", "forces"))
+def _cluster_forward(positions, system: System, params: Params, topology: Topology,
+                     forces: bool = True):
     """(outputs of one cluster, their pullback to ``params``), one compilation per shape."""
-    return jax.vjp(lambda p: _cluster_outputs(positions, system, p, topology), params)
+    return jax.vjp(lambda p: _cluster_outputs(positions, system, p, topology, forces), params)
 
 
 @jax.jit
@@ -362,7 +378,8 @@ def predict(model: Model, params: Params) -> Predictions:
     """Energies, forces, charges of every structure (pure, jittable, differentiable in params):
     one ``cluster_predictions`` call per cluster."""
     return assemble(model, [cluster_predictions(positions, system, params,
-                                                topology=model.topology)
+                                                topology=model.topology,
+                                                forces=model.with_forces)
                             for positions, system in model.batches])
 
 
@@ -386,7 +403,8 @@ def clustered_value_and_grad(objective: Callable, static_argnames=()) -> Callabl
     def value_and_grad(theta, model: Model, mapping: ThetaMap, base_params: Params, /, *args,
                        **static):
         params, to_theta = _params_and_pullback(theta, base_params, tmap=mapping)
-        forward = [_cluster_forward(positions, system, params, topology=model.topology)
+        forward = [_cluster_forward(positions, system, params, topology=model.topology,
+                                    forces=model.with_forces)
                    for positions, system in model.batches]
         (value, aux), (d_theta, d_outputs) = gradient(
             theta, tuple(out for out, _ in forward), model, *args, **static)
