@@ -215,3 +215,52 @@ def test_one_cluster_per_structure_is_allowed():
     assert len(model.batches) == 3
     assert sorted(np.concatenate(model.members).tolist()) == [0, 1, 2]
     assert model.summary_lines()[0].startswith("3 structures in 3 clusters (as configured)")
+
+
+def _energy_objective(theta, predictions, weights):
+    """A loss of energies and charges only (no force items)."""
+    value = (jnp.sum(weights * predictions.energy ** 2) + jnp.sum(predictions.charges ** 2)
+             + 1e-3 * jnp.sum(theta ** 2))
+    return value, {"energy": predictions.energy}
+
+
+def test_model_without_forces_has_the_same_energies_and_exact_gradient(shared_datasets):
+    """``with_forces=False`` (a loss without force items): the same energies and charges as
+    the full model, zero forces, and the gradient of an energy loss matches central
+    differences."""
+    import dataclasses
+
+    from reaxopt.io.params import read_params
+    from reaxopt.model import theta_map
+
+    folder = shared_datasets / "disulfide"
+    ff = read_ffield(folder / "ffield_lit")
+    params, topology = build_forcefield(ff)
+    structures = [s for s in read_geometries(folder / "geo") if s.n_atoms <= 4][:5]
+    full = build_model(structures, params, topology, ModelOptions(clusters=2))
+    bare = dataclasses.replace(full, with_forces=False)
+    with_forces, without = full.predict(params), bare.predict(params)
+    np.testing.assert_allclose(without.energy, with_forces.energy, rtol=1e-12)
+    np.testing.assert_allclose(without.charges, with_forces.charges, rtol=1e-12, atol=1e-14)
+    assert not np.any(np.asarray(without.forces))
+    assert np.max(np.abs(np.asarray(with_forces.forces))) > 1.0
+    specs = [s for s in read_params(folder / "params", ff)][:6]
+    tmap = theta_map(specs)
+    theta0 = np.clip(tmap.from_params(params), tmap.lower, tmap.upper)
+    weights = jnp.linspace(1.0, 2.0, len(structures))
+    value_and_grad = clustered_value_and_grad(_energy_objective)
+
+    def evaluate(theta):
+        (value, _), gradient = value_and_grad(jnp.asarray(theta), bare, tmap, params, weights)
+        return float(value), np.asarray(gradient)
+
+    value0, gradient0 = evaluate(theta0)
+    span = tmap.upper - tmap.lower
+    for k in range(tmap.size):
+        h = 1e-6 * span[k]
+        plus, minus = theta0.copy(), theta0.copy()
+        plus[k] += h
+        minus[k] -= h
+        numeric = (evaluate(plus)[0] - evaluate(minus)[0]) / (2 * h)
+        assert gradient0[k] == pytest.approx(numeric, rel=1e-5, abs=1e-7 * abs(value0) / span[k])
+    assert np.any(np.abs(gradient0) > 0)

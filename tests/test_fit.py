@@ -133,6 +133,7 @@ def test_lammps_reproduces_the_fitted_energy_difference(uninterrupted, config):
 
 def test_gradient_matches_central_differences(config):
     problem = build_problem(load_inputs(config))
+    assert problem.model.with_forces  # the config fits forces
     theta0 = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
     evaluate = make_evaluator(problem, 0.0, theta0)
     gradient = evaluate(theta0).gradient
