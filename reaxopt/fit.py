@@ -46,6 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
@@ -56,8 +57,7 @@ from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
-from reaxopt.response import (Response, batch_force_constants, linearised_positions,
-                              relaxed_response)
+from reaxopt.response import Response, linearised_positions, relaxed_response
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
                            loosest_params, theta_map)
 
@@ -391,18 +391,20 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         key = np.asarray(theta, float).tobytes()
         if key in relaxations:
             return relaxations[key]
-        from reaxopt.minimize import fire_batch, relax
+        from reaxopt.minimize import relax
 
         t = time.perf_counter()
+        # Each compiled executable holds thousands of memory maps (XLA CPU) and Linux caps a
+        # process at vm.max_map_count (65530 by default): the loss's executables and the
+        # relaxation's do not fit together for the disulfide set (a crash in the second outer
+        # step's relaxation). Drop all compiled code before and after relaxing; the persistent
+        # compilation cache reloads it.
+        jax.clear_caches()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
         model, steps, rms = relax(problem.model, params, minimized, limits,
                                   config.minimize.rms_force, cell_rows)
         response = relaxed_response(model, params, responding) if responding else None
-        # Each compiled executable holds thousands of memory maps (XLA CPU) and Linux caps a
-        # process at vm.max_map_count (65530 by default): drop the relaxation's executables
-        # before the loss compiles its own (the persistent compilation cache reloads them).
-        fire_batch.clear_cache()
-        batch_force_constants.clear_cache()
+        jax.clear_caches()
         worst = int(np.argmax(rms[minimized]))
         log(f"relaxed {len(minimized)} structures ({what}) in {time.perf_counter() - t:.1f} s: "
             f"up to {int(steps[minimized].max())} steps, largest final RMS force "
