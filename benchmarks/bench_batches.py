@@ -187,6 +187,23 @@ def cluster_seconds(model, params, repeats: int) -> list[float]:
     return seconds
 
 
+def steady_seconds(run, theta0, tmap, repeats: int) -> tuple[float, list[float]]:
+    """(median, all) seconds of ``run(theta)`` at ``repeats`` parameter sets near theta0 (1 %
+    of each bound range, seeded), after its first call compiled it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    span = tmap.upper - tmap.lower
+    times = []
+    for _ in range(repeats):
+        theta = np.clip(theta0 + 0.01 * span * rng.standard_normal(len(theta0)), tmap.lower,
+                        tmap.upper)
+        start = time.perf_counter()
+        run(theta)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
 def worker(name: str, clusters, subset: int | None, repeats: int) -> dict:
     """Measure one case in this process (see the module docstring)."""
     import numpy as np
@@ -209,16 +226,7 @@ def worker(name: str, clusters, subset: int | None, repeats: int) -> dict:
     first_s = time.perf_counter() - start
     rss_compiled = current_rss_mib()
     compile_backend_s, compiles = clock.seconds, clock.count
-    rng = np.random.default_rng(0)
-    span = tmap.upper - tmap.lower
-    times = []
-    for _ in range(repeats):
-        theta = np.clip(theta0 + 0.01 * span * rng.standard_normal(len(theta0)), tmap.lower,
-                        tmap.upper)
-        start = time.perf_counter()
-        run(theta)
-        times.append(time.perf_counter() - start)
-    steady = statistics.median(times)
+    steady, times = steady_seconds(run, theta0, tmap, repeats)
     result = {
         "clusters": len(model.batches),
         "structures": model.n_structures,

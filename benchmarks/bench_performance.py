@@ -40,7 +40,8 @@ from pathlib import Path
 
 import yaml
 
-from bench_batches import CompileClock, current_rss_mib, fit_case  # (beside this script)
+from bench_batches import (CompileClock, current_rss_mib, fit_case,  # (beside this script)
+                           steady_seconds)
 from bench_energy import max_rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,16 +78,7 @@ def loss_grad_worker(name: str, repeats: int) -> dict:
     run(theta0)
     first_s = time.perf_counter() - start
     compiled_s, compilations = clock.seconds, clock.count
-    rng = np.random.default_rng(0)
-    span = tmap.upper - tmap.lower
-    times = []
-    for _ in range(repeats):
-        theta = np.clip(theta0 + 0.01 * span * rng.standard_normal(len(theta0)), tmap.lower,
-                        tmap.upper)
-        start = time.perf_counter()
-        run(theta)
-        times.append(time.perf_counter() - start)
-    steady = statistics.median(times)
+    steady, times = steady_seconds(run, theta0, tmap, repeats)
     return {"clusters": len(model.batches), "structures": model.n_structures,
             "build_s": build_s, "first_evaluation_s": first_s, "compile_s": first_s - steady,
             "backend_compile_s": compiled_s, "backend_compilations": compilations,

@@ -164,6 +164,18 @@ def _objective(theta, predictions, weights):
     return value, {"energy": predictions.energy}
 
 
+def _assert_central_differences(evaluate, theta0, tmap, value0, gradient0):
+    """Each component of gradient0 equals a central difference of evaluate(theta)[0]."""
+    span = tmap.upper - tmap.lower
+    for k in range(tmap.size):
+        h = 1e-6 * span[k]
+        plus, minus = theta0.copy(), theta0.copy()
+        plus[k] += h
+        minus[k] -= h
+        numeric = (evaluate(plus)[0] - evaluate(minus)[0]) / (2 * h)
+        assert gradient0[k] == pytest.approx(numeric, rel=1e-5, abs=1e-7 * abs(value0) / span[k])
+
+
 def test_fit_objective_compiles_once_per_cluster_and_has_the_exact_gradient(shared_datasets):
     """Two clusters of small disulfide molecules: the first evaluation compiles, later ones at
     other parameters compile nothing; the gradient matches central differences of the value."""
@@ -188,16 +200,8 @@ def test_fit_objective_compiles_once_per_cluster_and_has_the_exact_gradient(shar
         return float(value), np.asarray(gradient), aux
 
     value0, gradient0, _ = evaluate(theta0)
-    span = tmap.upper - tmap.lower
     with counting_compilations() as compiled:
-        for k in range(tmap.size):
-            h = 1e-6 * span[k]
-            plus, minus = theta0.copy(), theta0.copy()
-            plus[k] += h
-            minus[k] -= h
-            numeric = (evaluate(plus)[0] - evaluate(minus)[0]) / (2 * h)
-            assert gradient0[k] == pytest.approx(numeric, rel=1e-5,
-                                                 abs=1e-7 * abs(value0) / span[k])
+        _assert_central_differences(evaluate, theta0, tmap, value0, gradient0)
     assert compiled == []
     assert np.any(np.abs(gradient0) > 0)
 
@@ -255,12 +259,5 @@ def test_model_without_forces_has_the_same_energies_and_exact_gradient(shared_da
         return float(value), np.asarray(gradient)
 
     value0, gradient0 = evaluate(theta0)
-    span = tmap.upper - tmap.lower
-    for k in range(tmap.size):
-        h = 1e-6 * span[k]
-        plus, minus = theta0.copy(), theta0.copy()
-        plus[k] += h
-        minus[k] -= h
-        numeric = (evaluate(plus)[0] - evaluate(minus)[0]) / (2 * h)
-        assert gradient0[k] == pytest.approx(numeric, rel=1e-5, abs=1e-7 * abs(value0) / span[k])
+    _assert_central_differences(evaluate, theta0, tmap, value0, gradient0)
     assert np.any(np.abs(gradient0) > 0)
