@@ -16,7 +16,10 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   loss); the lowest training loss (regularisation included) when there is no validation data.
 * Geometry optimisation (``reaxopt.minimize``): before each outer step, and for the starting and
   the best force field, the structures that ask for it are relaxed from their input geometry
-  with the current parameters; within a step their geometry is fixed.
+  with the current parameters; within a step their geometry is fixed (moved by the linearised
+  response where geometry items measure it). Then only the starting force field and the step
+  ends, each evaluated at geometries relaxed under its own parameters, can be selected: an
+  in-step loss at another parameter set's geometry can be far too optimistic.
 * A loss or gradient that is not finite (NaN/Inf) is reported as a warning naming the affected
   structures, and the optimizer is handed a large finite loss (``BAD_LOSS``) with a zero
   gradient, so its line search steps back.
@@ -510,12 +513,19 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     raise FitInterrupted(signal.SIGTERM, checkpoint_path)
                 theta, step = np.array(state.theta), state.step
                 step_model = model_at(theta, f"trial {trial + 1} step {step + 1}")
+                # With relaxed structures, an in-step loss sees them at the step's starting
+                # geometry (moved by the linearised response), which parameters far from the
+                # step's start make meaningless: only step ends, relaxed again under their own
+                # parameters, may then be selected (the next step reuses that relaxation).
+                in_step = consider if not minimized else (lambda *args: None)
                 result, last = _outer_step(partial(evaluate, relaxed=step_model), theta, lower,
-                                           span, opt, log, counter, consider, trial, step, state,
+                                           span, opt, log, counter, in_step, trial, step, state,
                                            elapsed)
                 before = last["start_loss"]
                 state.theta = (lower + np.clip(result.x, 0.0, 1.0) * span).tolist()
-                end = evaluate(np.array(state.theta), step_model)
+                end_model = (model_at(np.array(state.theta), f"trial {trial + 1} step "
+                                      f"{step + 1} end") if minimized else step_model)
+                end = evaluate(np.array(state.theta), end_model)
                 counter["evaluations"] += 1
                 consider(end, trial, step, last["iterations"])
                 state.history.append(_history_row(trial, step, last["iterations"], end,

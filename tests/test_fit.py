@@ -175,9 +175,10 @@ def test_minimised_structure_is_relaxed_for_the_loss(config):
 def test_fit_log_reports_the_relaxation(uninterrupted):
     log = (uninterrupted.output_dir / "run.log").read_text()
     assert "relaxed 1 structures (starting force field)" in log
-    # relaxed again with the parameters each outer step starts from (the first step starts
-    # from the starting force field, whose relaxation is reused)
-    assert "relaxed 1 structures (trial 1 step 2)" in log
+    # relaxed again at each step's end under its parameters (the step-end evaluation, and the
+    # geometry the next step starts from); the first step reuses the starting relaxation
+    assert "relaxed 1 structures (trial 1 step 1 end)" in log
+    assert "relaxed 1 structures (trial 1 step 2)" not in log
 
 
 def _final(result):
