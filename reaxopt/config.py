@@ -76,6 +76,7 @@ class OptimizerConfig:
     tolerance: float = 1e-6
     random_search: int = 0  # random samples scored before the first local step
     regularization: float = 0.0  # L2 weight on the (scaled) parameter change
+    trust_radius: float = 0.1  # largest first-step change per parameter, share of its range
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def _int(ctx: _Context, key: str, value, minimum: int | None = None) -> int:
 
 
 def _float(ctx: _Context, key: str, value, minimum: float | None = None,
-           positive: bool = False) -> float:
+           positive: bool = False, maximum: float | None = None) -> float:
     # YAML 1.1 reads "1e-6" (no dot) as text; accept it as the number it plainly is.
     if isinstance(value, str):
         try:
@@ -263,6 +264,8 @@ def _float(ctx: _Context, key: str, value, minimum: float | None = None,
         raise ctx.error(key, f"expected a number greater than 0, found {value}")
     if minimum is not None and value < minimum:
         raise ctx.error(key, f"expected a number of at least {minimum}, found {value}")
+    if maximum is not None and value > maximum:
+        raise ctx.error(key, f"expected a number of at most {maximum}, found {value}")
     return value
 
 
@@ -418,6 +421,7 @@ _OPTIMIZER_CHECKS = {
     "tolerance": lambda c, k, v: _float(c, k, v, positive=True),
     "random_search": lambda c, k, v: _int(c, k, v, minimum=0),
     "regularization": lambda c, k, v: _float(c, k, v, minimum=0.0),
+    "trust_radius": lambda c, k, v: _float(c, k, v, positive=True, maximum=1.0),
 }
 _MINIMIZE_CHECKS = {
     "steps": lambda c, k, v: _int(c, k, v, minimum=0),

@@ -20,6 +20,14 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   response where geometry items measure it). Then only the starting force field and the step
   ends, each evaluated at geometries relaxed under its own parameters, can be selected: an
   in-step loss at another parameter set's geometry can be far too optimistic.
+* Trust region (with relaxed structures): the in-step loss is a model of the true one, good near
+  the step's start only. Each step may change every scaled parameter by at most the trust
+  radius (``optimizer.trust_radius`` at first); a step whose re-relaxed training loss is not
+  below its start's is rejected (the next step starts from the same point) and the radius
+  shrinks to a quarter of the step taken; an accepted step whose true reduction is under a
+  quarter of the in-step one halves it, one over three quarters that reached the boundary
+  doubles it (``trust_update``). A trial ends when the radius falls below
+  ``MIN_TRUST_RADIUS``.
 * A loss or gradient that is not finite (NaN/Inf) is reported as a warning naming the affected
   structures, and the optimizer is handed a large finite loss (``BAD_LOSS``) with a zero
   gradient, so its line search steps back.
@@ -68,6 +76,7 @@ BAD_LOSS = 1.0e20  # handed to the optimizer where the loss or its gradient is n
 CHECKPOINT = "checkpoint.json"
 CHECKPOINT_VERSION = 1
 EDUCATED_SPREAD = 0.1  # standard deviation of the 'educated' perturbation, share of the range
+MIN_TRUST_RADIUS = 1e-4  # share of the bound range: a trial whose trust radius falls below ends
 
 
 class FitInterrupted(Exception):
@@ -261,6 +270,7 @@ class State:
     evaluations: int = 0
     finished: bool = False
     labels: list = field(default_factory=list)
+    radius: float | None = None  # trust radius of the next step (scaled units; None: unset)
 
     def to_json(self) -> dict:
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
@@ -337,6 +347,26 @@ def _starting_point(init: str, theta0: np.ndarray, lower, upper, rng) -> np.ndar
     return np.clip(theta0, lower, upper)
 
 
+def trust_update(radius: float, start_loss: float, predicted_loss: float, actual_loss: float,
+                 step_length: float) -> tuple[bool, float]:
+    """(accept the step, the next trust radius) after one outer step.
+
+    start_loss: the step's starting loss (relaxed under its own parameters); predicted_loss:
+    the in-step loss at the step's end (geometry of the start); actual_loss: the end's loss
+    relaxed under its own parameters; step_length: the largest scaled parameter change.
+    """
+    actual = start_loss - actual_loss
+    if not math.isfinite(actual_loss) or not actual > 0.0:
+        return False, 0.25 * (step_length if step_length > 0.0 else radius)
+    predicted = start_loss - predicted_loss
+    ratio = actual / predicted if predicted > 0.0 else math.inf
+    if ratio < 0.25:
+        return True, 0.5 * step_length
+    if ratio > 0.75 and step_length >= 0.9 * radius:
+        return True, min(1.0, 2.0 * radius)
+    return True, radius
+
+
 def _rng(seed: int, state: dict | None) -> np.random.Generator:
     rng = np.random.default_rng(seed)
     if state is not None:
@@ -384,7 +414,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     cell_rows = [k for k in minimized if problem.model_structures[k].run_type == "cell_opt"]
     measured = _measured_rows(problem)
     responding = [k for k in minimized if k in measured]
-    relaxations: dict[bytes, Relaxed] = {}  # the last relaxation, by parameters
+    relaxations: dict[bytes, Relaxed] = {}  # the last two relaxations, by parameters
 
     def model_at(theta: np.ndarray, what: str) -> Relaxed:
         """The model with the minimised structures relaxed under the parameters theta, and
@@ -414,7 +444,9 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             f"{rms[minimized][worst]:.3g} kcal/mol/Å "
             f"({problem.model_structures[minimized[worst]].name})"
             + (f"; geometry response of {len(responding)}" if responding else ""))
-        relaxations.clear()
+        # a rejected step's next step starts again from the previous relaxation
+        while len(relaxations) > 1:
+            del relaxations[next(iter(relaxations))]
         relaxations[key] = Relaxed(model, response)
         return relaxations[key]
 
@@ -512,6 +544,9 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 if stop_after_steps is not None and steps_run >= stop_after_steps:
                     raise FitInterrupted(signal.SIGTERM, checkpoint_path)
                 theta, step = np.array(state.theta), state.step
+                if minimized and state.radius is None:
+                    state.radius = opt.trust_radius
+                radius = state.radius if minimized else None
                 step_model = model_at(theta, f"trial {trial + 1} step {step + 1}")
                 # With relaxed structures, an in-step loss sees them at the step's starting
                 # geometry (moved by the linearised response), which parameters far from the
@@ -520,21 +555,36 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 in_step = consider if not minimized else (lambda *args: None)
                 result, last = _outer_step(partial(evaluate, relaxed=step_model), theta, lower,
                                            span, opt, log, counter, in_step, trial, step, state,
-                                           elapsed)
+                                           elapsed, radius)
                 before = last["start_loss"]
-                state.theta = (lower + np.clip(result.x, 0.0, 1.0) * span).tolist()
-                end_model = (model_at(np.array(state.theta), f"trial {trial + 1} step "
-                                      f"{step + 1} end") if minimized else step_model)
-                end = evaluate(np.array(state.theta), end_model)
+                theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
+                end_model = (model_at(theta_end, f"trial {trial + 1} step {step + 1} end")
+                             if minimized else step_model)
+                end = evaluate(theta_end, end_model)
                 counter["evaluations"] += 1
                 consider(end, trial, step, last["iterations"])
+                accepted, verdict = True, ""
+                if minimized:
+                    length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
+                    accepted, state.radius = trust_update(radius, before, float(result.fun),
+                                                          end.loss, length)
+                    verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
+                               f"{float(result.fun):.6g}, step {length:.3g} of radius "
+                               f"{radius:.3g}; next radius {state.radius:.3g})")
+                if accepted:
+                    state.theta = theta_end.tolist()
                 state.history.append(_history_row(trial, step, last["iterations"], end,
-                                                  state.best, elapsed(), "step end"))
+                                                  state.best, elapsed(),
+                                                  "step end" if accepted else "step rejected"))
                 log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
                     + ("" if end.validation_loss is None
                        else f", validation {end.validation_loss:.6g}")
-                    + f", {last['iterations']} iterations ({result.message})")
+                    + f", {last['iterations']} iterations ({result.message}){verdict}")
                 state.step += 1
+                if minimized and state.radius < MIN_TRUST_RADIUS:
+                    log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
+                        f"{MIN_TRUST_RADIUS:g}, the trial ends")
+                    state.trial_done = True
                 # without geometry optimisations a further step only restarts the optimizer;
                 # stop the trial once a step no longer improves the loss
                 if not minimized and before is not None and \
@@ -543,14 +593,14 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 steps_run += 1
                 checkpoint()
             state.trial += 1
-            state.theta = None
+            state.theta, state.radius = None, None
             checkpoint()
         state.finished = True
         checkpoint()
     except FitInterrupted as exc:
         # the last completed outer step's state: a resume repeats the interrupted step
         _write_json_atomic(checkpoint_path, saved["state"])
-        completed = sum(row["event"] == "step end" for row in saved["state"]["history"])
+        completed = sum(row["event"].startswith("step ") for row in saved["state"]["history"])
         log(f"{exc}: checkpoint saved to {checkpoint_path} (after {completed} completed outer "
             f"steps); continue with: reaxopt fit {config.path} --resume")
         log.save()
@@ -588,8 +638,9 @@ def _history_row(trial, step, iteration, ev: Evaluation, best, elapsed, event) -
 
 
 def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial, step, state,
-                elapsed):
-    """One scipy.optimize.minimize call from ``theta`` in the scaled variables u in [0, 1]."""
+                elapsed, radius=None):
+    """One scipy.optimize.minimize call from ``theta`` in the scaled variables u in [0, 1],
+    each within ``radius`` of its start when given."""
     recent: list[tuple[np.ndarray, Evaluation]] = []  # the last few evaluations
     warned: set[str] = set()
     last = {"iterations": 0, "start_loss": None}
@@ -631,7 +682,10 @@ def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial
 
     u0 = np.clip((theta - lower) / span, 0.0, 1.0)
     options = {"maxiter": opt.max_iterations, "ftol": opt.tolerance}
+    low, high = np.zeros_like(u0), np.ones_like(u0)
+    if radius is not None:
+        low, high = np.maximum(low, u0 - radius), np.minimum(high, u0 + radius)
     result = scipy.optimize.minimize(fun, u0, jac=True, method=opt.method,
-                                     bounds=[(0.0, 1.0)] * len(u0), options=options,
+                                     bounds=list(zip(low, high)), options=options,
                                      callback=callback)
     return result, last

@@ -91,6 +91,7 @@ optimizer:
   tolerance: 1e-8
   random_search: 20
   regularization: 0.01
+  trust_radius: 0.3
 minimize: {steps: 10, rms_force: 0.2, method: fire}
 loss: {energy_weight: 2.0, forces_weight: 0.5, energy_mode: absolute}
 energy: {lgvdw: true, enobonds: false}
@@ -101,7 +102,8 @@ clusters: 3
     assert a.path == folder / "data" / "a.extxyz" and a.energy_unit is None
     assert a.weight_energy is None and a.weight_forces is None
     assert (b.energy_unit, b.weight_energy, b.weight_forces) == ("eV", 0.5, 2.0)
-    assert config.optimizer == OptimizerConfig("SLSQP", 0, 3, "educated", 7, 50, 1e-8, 20, 0.01)
+    assert config.optimizer == OptimizerConfig("SLSQP", 0, 3, "educated", 7, 50, 1e-8, 20, 0.01,
+                                               0.3)
     assert config.minimize == MinimizeConfig(10, 0.2, "fire")
     assert config.loss == LossConfig(2.0, 0.5, "absolute")
     assert config.energy == EnergyConfig(True, False)
@@ -142,6 +144,7 @@ def test_classic_validation_files(folder):
     (BASE + "optimizer:\n  method: BFGS\n", "optimizer.method", 6, "L-BFGS-B, SLSQP"),
     (BASE + "optimizer:\n  init: guess\n", "optimizer.init", 6, "fixed, educated, random"),
     (BASE + "optimizer:\n  tolerance: 0\n", "optimizer.tolerance", 6, "greater than 0"),
+    (BASE + "optimizer:\n  trust_radius: 2\n", "optimizer.trust_radius", 6, "at most 1.0"),
     (BASE + "optimizer: 5\n", "optimizer", 5, "expected a mapping"),
     (BASE + "minimize:\n  method: lbfgs\n", "minimize.method", 6, "fire"),
     (BASE + "loss:\n  energy_mode: total\n", "loss.energy_mode", 6, "relative, absolute"),

@@ -18,7 +18,7 @@ import pytest
 import reaxopt  # noqa: F401  (float64)
 from reaxopt.config import load_config
 from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, _outer_step,
-                         build_problem, make_evaluator, run_fit)
+                         build_problem, make_evaluator, run_fit, trust_update)
 from reaxopt.inputs import load_inputs
 from reaxopt.io.ffield import read_ffield
 from reaxopt.io.params import get_value
@@ -179,6 +179,24 @@ def test_fit_log_reports_the_relaxation(uninterrupted):
     # geometry the next step starts from); the first step reuses the starting relaxation
     assert "relaxed 1 structures (trial 1 step 1 end)" in log
     assert "relaxed 1 structures (trial 1 step 2)" not in log
+    # each step is judged by its re-relaxed loss (trust region); step 2 gets step 1's radius
+    import re
+
+    radii = re.findall(r"of radius ([\d.e-]+); next radius ([\d.e-]+)\)", log)
+    assert len(radii) == 2 and radii[0][0] == "0.1" and radii[1][0] == radii[0][1]
+    assert "accepted (in-step loss" in log
+
+
+def test_trust_update_accepts_rejects_and_resizes():
+    # (accept, next radius) from radius, start, in-step end, re-relaxed end, step length
+    assert trust_update(0.1, 100.0, 50.0, 101.0, 0.08) == (False, 0.02)  # worse: reject
+    assert trust_update(0.1, 100.0, 50.0, math.nan, 0.08) == (False, 0.02)
+    assert trust_update(0.1, 100.0, 50.0, 100.0, 0.0) == (False, 0.025)  # no move, no gain
+    assert trust_update(0.1, 100.0, 50.0, 90.0, 0.08) == (True, 0.04)  # ratio 0.2: halve step
+    assert trust_update(0.1, 100.0, 50.0, 60.0, 0.05) == (True, 0.1)  # ratio 0.8 inside: keep
+    assert trust_update(0.1, 100.0, 50.0, 60.0, 0.095) == (True, 0.2)  # at boundary: double
+    assert trust_update(0.8, 100.0, 50.0, 40.0, 0.8) == (True, 1.0)  # at most the whole range
+    assert trust_update(0.1, 100.0, 100.0, 90.0, 0.05) == (True, 0.1)  # gain not predicted
 
 
 def _final(result):
@@ -256,6 +274,21 @@ def test_non_finite_loss_steers_the_optimizer_away():
     assert math.isfinite(result.fun) and result.fun < BAD_LOSS
     assert 0.0 <= result.x[0] * 2.0 <= 1.5 + 1e-9
     assert any("non-finite" in line and "blown_up" in line for line in lines)
+
+
+def test_outer_step_stays_within_the_trust_radius():
+    """The quadratic (x - 1.8)² on [0, 2] from x = 0.2: with radius 0.1 of the range the step
+    ends at the box edge x = 0.2 + 0.1 * 2 = 0.4."""
+    def evaluate(theta):
+        x = float(theta[0])
+        return Evaluation(np.array(theta), (x - 1.8) ** 2, np.array([2 * (x - 1.8)]),
+                          (x - 1.8) ** 2, None, np.zeros(1), None, [], True)
+
+    state = type("S", (), {"best": {"selection": math.inf}, "history": []})()
+    result, _ = _outer_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]),
+                            _optimizer_options(), lambda line: None, {"evaluations": 0},
+                            lambda *a: None, 0, 0, state, lambda: 0.0, radius=0.1)
+    assert result.x[0] * 2.0 == pytest.approx(0.4, abs=1e-12)
 
 
 def _optimizer_options():
