@@ -88,14 +88,17 @@ def relaxed_response(model: Model, params: Params, rows) -> Response:
         wanted = [(b, where[int(m)]) for b, m in enumerate(members) if int(m) in where]
         if not wanted:
             continue
-        constants = np.asarray(batch_force_constants(positions, system, params,
+        # only the wanted slots: a second derivative of the whole batch costs its size
+        slots = np.array([b for b, _ in wanted])
+        sub = jax.tree_util.tree_map(lambda a: a[slots], system)
+        constants = np.asarray(batch_force_constants(positions[slots], sub, params,
                                                       topology=model.topology))
-        for b, k in wanted:
+        for j, (b, k) in enumerate(wanted):
             n = model.n_atoms[int(members[b])]
             x = np.asarray(positions[b, :n])
             periodic = bool(np.any(np.asarray(system.cell[b])))
             matrices[k, :3 * n, :3 * n] = internal_inverse(
-                constants[b, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic)
+                constants[j, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic)
     return Response(jnp.asarray(rows), jnp.asarray(matrices))
 
 
