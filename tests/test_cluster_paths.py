@@ -176,9 +176,10 @@ def _assert_central_differences(evaluate, theta0, tmap, value0, gradient0):
         assert gradient0[k] == pytest.approx(numeric, rel=1e-5, abs=1e-7 * abs(value0) / span[k])
 
 
-def test_fit_objective_compiles_once_per_cluster_and_has_the_exact_gradient(shared_datasets):
-    """Two clusters of small disulfide molecules: the first evaluation compiles, later ones at
-    other parameters compile nothing; the gradient matches central differences of the value."""
+@pytest.fixture(scope="module")
+def small_molecules(shared_datasets):
+    """(model, params, tmap, theta0, weights): five disulfide molecules of at most 4 atoms in
+    two clusters, the first 6 parameters of the set's params file at ffield_lit's values."""
     from reaxopt.io.params import read_params
     from reaxopt.model import theta_map
 
@@ -188,10 +189,15 @@ def test_fit_objective_compiles_once_per_cluster_and_has_the_exact_gradient(shar
     structures = [s for s in read_geometries(folder / "geo") if s.n_atoms <= 4][:5]
     model = build_model(structures, params, topology, ModelOptions(clusters=2))
     assert len(model.batches) == 2
-    specs = [s for s in read_params(folder / "params", ff)][:6]
-    tmap = theta_map(specs)
+    tmap = theta_map([s for s in read_params(folder / "params", ff)][:6])
     theta0 = np.clip(tmap.from_params(params), tmap.lower, tmap.upper)
-    weights = jnp.linspace(1.0, 2.0, len(structures))
+    return model, params, tmap, theta0, jnp.linspace(1.0, 2.0, len(structures))
+
+
+def test_fit_objective_compiles_once_per_cluster_and_has_the_exact_gradient(small_molecules):
+    """Two clusters of small disulfide molecules: the first evaluation compiles, later ones at
+    other parameters compile nothing; the gradient matches central differences of the value."""
+    model, params, tmap, theta0, weights = small_molecules
     value_and_grad = clustered_value_and_grad(_objective)
 
     def evaluate(theta):
@@ -228,30 +234,19 @@ def _energy_objective(theta, predictions, weights):
     return value, {"energy": predictions.energy}
 
 
-def test_model_without_forces_has_the_same_energies_and_exact_gradient(shared_datasets):
+def test_model_without_forces_has_the_same_energies_and_exact_gradient(small_molecules):
     """``with_forces=False`` (a loss without force items): the same energies and charges as
     the full model, zero forces, and the gradient of an energy loss matches central
     differences."""
     import dataclasses
 
-    from reaxopt.io.params import read_params
-    from reaxopt.model import theta_map
-
-    folder = shared_datasets / "disulfide"
-    ff = read_ffield(folder / "ffield_lit")
-    params, topology = build_forcefield(ff)
-    structures = [s for s in read_geometries(folder / "geo") if s.n_atoms <= 4][:5]
-    full = build_model(structures, params, topology, ModelOptions(clusters=2))
+    full, params, tmap, theta0, weights = small_molecules
     bare = dataclasses.replace(full, with_forces=False)
     with_forces, without = full.predict(params), bare.predict(params)
     np.testing.assert_allclose(without.energy, with_forces.energy, rtol=1e-12)
     np.testing.assert_allclose(without.charges, with_forces.charges, rtol=1e-12, atol=1e-14)
     assert not np.any(np.asarray(without.forces))
     assert np.max(np.abs(np.asarray(with_forces.forces))) > 1.0
-    specs = [s for s in read_params(folder / "params", ff)][:6]
-    tmap = theta_map(specs)
-    theta0 = np.clip(tmap.from_params(params), tmap.lower, tmap.upper)
-    weights = jnp.linspace(1.0, 2.0, len(structures))
     value_and_grad = clustered_value_and_grad(_energy_objective)
 
     def evaluate(theta):
