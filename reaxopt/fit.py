@@ -68,7 +68,7 @@ from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
-from reaxopt.response import Response, linearised_positions, relaxed_response
+from reaxopt.response import Response, linearised_positions, relaxed_response, renumbered
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
                            loosest_params, theta_map)
 
@@ -252,6 +252,25 @@ def make_evaluator(problem: Problem, regularization: float, theta_reference: np.
     return evaluate
 
 
+def release_compiled_code_if_crowded(share: float = 0.5) -> bool:
+    """Drop all compiled code (``jax.clear_caches``) when this process uses more than ``share``
+    of its memory maps. Each XLA CPU executable holds thousands of maps and Linux caps a
+    process at vm.max_map_count (65530 by default): the disulfide fit's loss and relaxation
+    executables together crashed a fit. The persistent compilation cache reloads what is
+    dropped (after tracing again). Returns whether it dropped; never on systems without
+    /proc."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        with open("/proc/self/maps", "rb") as maps:
+            used = sum(1 for _ in maps)
+    except (OSError, ValueError):
+        return False
+    if used <= share * limit:
+        return False
+    jax.clear_caches()
+    return True
+
+
 # --------------------------------------------------------------------------------- the run state
 
 
@@ -415,6 +434,14 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     measured = _measured_rows(problem)
     responding = [k for k in minimized if k in measured]
     relaxations: dict[bytes, Relaxed] = {}  # the last two relaxations, by parameters
+    # the structures to relax, clustered on their own: fewer, smaller shapes to compile than
+    # the loss's batches (which mostly hold single points)
+    relax_model = None
+    if minimized:
+        relax_model = build_model([problem.model_structures[k] for k in minimized],
+                                  problem.base_params, problem.model.topology,
+                                  ModelOptions(clusters=config.clusters),
+                                  cutoff_params=loosest_params(tmap, problem.base_params))
 
     def model_at(theta: np.ndarray, what: str) -> Relaxed:
         """The model with the minimised structures relaxed under the parameters theta, and
@@ -424,24 +451,26 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         key = np.asarray(theta, float).tobytes()
         if key in relaxations:
             return relaxations[key]
-        from reaxopt.minimize import relax
+        from reaxopt.minimize import place_relaxed, relax
 
         t = time.perf_counter()
-        # Each compiled executable holds thousands of memory maps (XLA CPU) and Linux caps a
-        # process at vm.max_map_count (65530 by default): the loss's executables and the
-        # relaxation's do not fit together for the disulfide set (a crash in the second outer
-        # step's relaxation). Drop all compiled code before and after relaxing; the persistent
-        # compilation cache reloads it.
-        jax.clear_caches()
+        release_compiled_code_if_crowded()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
-        model, steps, rms = relax(problem.model, params, minimized, limits,
-                                  config.minimize.rms_force, cell_rows)
-        response = relaxed_response(model, params, responding) if responding else None
-        jax.clear_caches()
-        worst = int(np.argmax(rms[minimized]))
+        local = {k: j for j, k in enumerate(minimized)}
+        relaxed, steps, rms = relax(relax_model, params, range(len(minimized)),
+                                    [limits[k] for k in minimized], config.minimize.rms_force,
+                                    [local[k] for k in cell_rows])
+        model = place_relaxed(problem.model, minimized, relaxed)
+        response = None
+        if responding:
+            response = renumbered(relaxed_response(relaxed, params,
+                                                   [local[k] for k in responding]),
+                                  minimized, problem.model.n_max)
+        release_compiled_code_if_crowded()
+        worst = int(np.argmax(rms))
         log(f"relaxed {len(minimized)} structures ({what}) in {time.perf_counter() - t:.1f} s: "
-            f"up to {int(steps[minimized].max())} steps, largest final RMS force "
-            f"{rms[minimized][worst]:.3g} kcal/mol/Å "
+            f"up to {int(steps.max())} steps, largest final RMS force "
+            f"{rms[worst]:.3g} kcal/mol/Å "
             f"({problem.model_structures[minimized[worst]].name})"
             + (f"; geometry response of {len(responding)}" if responding else ""))
         # a rejected step's next step starts again from the previous relaxation

@@ -287,3 +287,44 @@ def _replace_batch(model, c: int, positions=None, system=None, anchors=None,
     if sizes is not None:
         values["sizes"] = model.sizes[:c] + (sizes,) + model.sizes[c + 1:]
     return dataclasses.replace(model, **values)
+
+
+def place_relaxed(model, rows, relaxed):
+    """``model`` with the structures at rows ``rows`` moved to their geometry in ``relaxed`` (a
+    model of exactly those structures, in that order, e.g. relaxed on its own with fewer
+    padded shapes). Their lists are rebuilt where an atom moved more than skin/2 from where
+    they were built or the cell changed (re-padded if they no longer fit)."""
+    where = {int(row): k for k, row in enumerate(rows)}
+    source = {}
+    for c, members in enumerate(relaxed.members):
+        positions, system = relaxed.batches[c]
+        for b, k in enumerate(members):
+            n = relaxed.n_atoms[int(k)]
+            source[int(k)] = (np.asarray(positions[b, :n]), np.asarray(system.cell[b]))
+    for c, members in enumerate(model.members):
+        slots = [b for b, m in enumerate(members) if int(m) in where]
+        if not slots:
+            continue
+        positions = np.array(model.batches[c][0])
+        cells = np.array(model.batches[c][1].cell)
+        anchors = np.asarray(model.anchors[c])
+        cell_anchors = np.asarray(model.cell_anchors[c])
+        stale = []
+        for b in slots:
+            k = int(members[b])
+            x, cell = source[where[k]]
+            positions[b, :len(x)] = x
+            cells[b] = cell
+            moved = np.max(np.linalg.norm(x - anchors[b, :len(x)], axis=1), initial=0.0)
+            if moved > 0.5 * model.skins[k] or np.any(cell != cell_anchors[b]):
+                stale.append(b)
+        system = dataclasses.replace(model.batches[c][1], cell=jnp.asarray(cells))
+        model = _replace_batch(model, c, positions=jnp.asarray(positions), system=system)
+        if stale:
+            system, sizes = rebuild_lists(model, c, stale, positions[stale])
+            model = _replace_batch(
+                model, c, system=jax.tree_util.tree_map(jnp.asarray, system),
+                anchors=model.anchors[c].at[np.array(stale)].set(positions[stale]),
+                cell_anchors=model.cell_anchors[c].at[np.array(stale)].set(cells[stale]),
+                sizes=sizes)
+    return model

@@ -102,6 +102,16 @@ def relaxed_response(model: Model, params: Params, rows) -> Response:
     return Response(jnp.asarray(rows), jnp.asarray(matrices))
 
 
+def renumbered(response: Response, rows, n_max: int) -> Response:
+    """``response`` of a model of the structures ``rows`` (in that order) as the response of
+    the model they belong to: its rows mapped to ``rows``, K⁺ zero-padded to ``n_max`` atoms."""
+    local = np.asarray(response.rows)
+    matrices = np.asarray(response.inverse_force_constants)
+    extra = 3 * n_max - matrices.shape[1]
+    return Response(jnp.asarray(np.asarray(rows, np.int64)[local]),
+                    jnp.asarray(np.pad(matrices, ((0, 0), (0, extra), (0, extra)))))
+
+
 def linearised_positions(predictions, response: Response):
     """``predictions`` with the response rows' positions moved to x* + K⁺ F (pure, jittable;
     differentiable through the forces)."""

@@ -171,6 +171,29 @@ def test_minimised_structure_is_relaxed_for_the_loss(config):
                 if i.kind == "forces" and i.structures == (name,)]
     assert np.sqrt(np.mean(np.square(computed))) == pytest.approx(rms[row], rel=1e-6)
 
+    # the fit relaxes such structures in a model of their own and places them back: the same
+    # geometry and energy as relaxing them in place (lists rebuilt where atoms moved)
+    from reaxopt.minimize import place_relaxed
+    from reaxopt.model import build_model
+
+    alone = build_model([problem.model_structures[row]], problem.base_params,
+                        problem.model.topology)
+    alone, _, rms_alone = relax(alone, problem.base_params, [0], [300], 0.5)
+    assert rms_alone[0] == pytest.approx(rms[row], rel=1e-6)
+    placed = place_relaxed(problem.model, [row], alone)
+    np.testing.assert_allclose(placed.predict(problem.base_params).positions[row],
+                               relaxed.predict(problem.base_params).positions[row], atol=1e-9)
+    assert float(placed.predict(problem.base_params).energy[row]) == pytest.approx(
+        float(relaxed.predict(problem.base_params).energy[row]), rel=1e-10)
+    # lists (and their anchors) rebuilt only if an atom left the skin's reach
+    c, slot = next((c, list(m).index(row)) for c, m in enumerate(placed.members) if row in m)
+    n_row = problem.model.n_atoms[row]
+    start = np.asarray(problem.model.anchors[c][slot, :n_row])
+    moved = np.linalg.norm(np.asarray(placed.batches[c][0][slot, :n_row]) - start, axis=1).max()
+    expected = placed.batches[c][0][slot] if moved > 0.5 * placed.skins[row] else start
+    np.testing.assert_array_equal(np.asarray(placed.anchors[c][slot, :n_row]),
+                                  np.asarray(expected)[:n_row])
+
 
 def test_fit_log_reports_the_relaxation(uninterrupted):
     log = (uninterrupted.output_dir / "run.log").read_text()
