@@ -64,6 +64,7 @@ import numpy as np
 import scipy.optimize
 
 from reaxopt import loss as loss_module
+from reaxopt.cluster.clustering import AutoK
 from reaxopt.config import Config
 from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
@@ -436,12 +437,14 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     responding = [k for k in minimized if k in measured]
     relaxations: dict[bytes, Relaxed] = {}  # the last two relaxations, by parameters
     # the structures to relax, clustered on their own: fewer, smaller shapes to compile than
-    # the loss's batches (which mostly hold single points)
+    # the loss's batches (which mostly hold single points). Automatic K weighs compilation
+    # against minimize.steps energy evaluations in each of about steps + 2 relaxations.
     relax_model = None
     if minimized:
+        auto = AutoK(evaluations=config.minimize.steps * (opt.steps + 2), max_ratio=math.inf)
         relax_model = build_model([problem.model_structures[k] for k in minimized],
                                   problem.base_params, problem.model.topology,
-                                  ModelOptions(clusters=config.clusters),
+                                  ModelOptions(clusters=config.clusters, auto=auto),
                                   cutoff_params=loosest_params(tmap, problem.base_params))
 
     def model_at(theta: np.ndarray, what: str) -> Relaxed:
@@ -541,8 +544,23 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         saved["state"] = json.loads(json.dumps(data))
         log.save()
 
+    received: list[int] = []
+
     def on_signal(signum, frame):
+        received.append(signum)
         raise FitInterrupted(signum, checkpoint_path)
+
+    def raise_if_signalled() -> None:
+        # library code can swallow the handler's exception (JAX reads its persistent cache in
+        # a try/except that turns errors into warnings): raise it again at the next check
+        if received:
+            raise FitInterrupted(received[0], checkpoint_path)
+
+    def step_evaluate(theta, relaxed):
+        raise_if_signalled()
+        ev = evaluate(theta, relaxed)
+        raise_if_signalled()
+        return ev
 
     handlers = {}
     use_signals = _main_thread()
@@ -583,14 +601,15 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 # step's start make meaningless: only step ends, relaxed again under their own
                 # parameters, may then be selected (the next step reuses that relaxation).
                 in_step = consider if not minimized else (lambda *args: None)
-                result, last = _outer_step(partial(evaluate, relaxed=step_model), theta, lower,
-                                           span, opt, log, counter, in_step, trial, step, state,
-                                           elapsed, radius)
+                raise_if_signalled()
+                result, last = _outer_step(partial(step_evaluate, relaxed=step_model), theta,
+                                           lower, span, opt, log, counter, in_step, trial, step,
+                                           state, elapsed, radius)
                 before = last["start_loss"]
                 theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
                 end_model = (model_at(theta_end, f"trial {trial + 1} step {step + 1} end")
                              if minimized else step_model)
-                end = evaluate(theta_end, end_model)
+                end = step_evaluate(theta_end, end_model)
                 counter["evaluations"] += 1
                 consider(end, trial, step, last["iterations"])
                 accepted, verdict = True, ""

@@ -267,6 +267,27 @@ def test_sigterm_saves_checkpoint_and_resume_matches(uninterrupted, config, tmp_
     np.testing.assert_array_equal(_final(resumed)[0], _final(uninterrupted)[0])
 
 
+class _SwallowedSignalAt(_SignalAt):
+    """Sends SIGTERM inside a try/except that swallows the handler's exception, as JAX does
+    when the signal arrives while it reads its persistent compilation cache."""
+
+    def write(self, line: str) -> None:
+        try:
+            super().write(line)
+        except FitInterrupted:
+            pass
+
+
+def test_a_swallowed_sigterm_still_stops_the_fit(config, tmp_path):
+    run = _with(config, tmp_path)
+    with pytest.raises(FitInterrupted) as caught:
+        run_fit(run, stream=_SwallowedSignalAt("step 2 iter    2"))
+    assert caught.value.exit_code == 143
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["step"] == 1 and not saved["finished"]
+    assert "trial 1 step 2 iter    3" not in (tmp_path / "run.log").read_text()
+
+
 def test_zero_steps_evaluates_the_given_force_field(config, tmp_path):
     result = run_fit(_with(config, tmp_path, steps=0), stream=False)
     assert result.summary["loss"]["final"] == result.summary["loss"]["initial"]
