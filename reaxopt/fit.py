@@ -16,11 +16,11 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   loss); the lowest training loss (regularisation included) when there is no validation data.
 * Geometry optimisation (``reaxopt.minimize``): before each outer step, and for the starting and
   the best force field, the structures that ask for it are relaxed from their input geometry
-  with the current parameters (in a model of their own, clustered apart from the single points,
-  then placed into the loss's batches); within a step their geometry is fixed (moved by the linearised
-  response where geometry items measure it). Then only the starting force field and the step
-  ends, each evaluated at geometries relaxed under its own parameters, can be selected: an
-  in-step loss at another parameter set's geometry can be far too optimistic.
+  with the current parameters (in a model of their own, clustered apart from the single
+  points, then placed into the loss's batches); within a step their geometry is fixed (moved
+  by the linearised response where geometry items measure it). Then only the starting force
+  field and the step ends, each evaluated at geometries relaxed under its own parameters, can
+  be selected: an in-step loss at another parameter set's geometry can be far too optimistic.
 * Trust region (with relaxed structures): the in-step loss is a model of the true one, good near
   the step's start only. Each step may change every scaled parameter by at most the trust
   radius (``optimizer.trust_radius`` at first); a step whose re-relaxed training loss is not
