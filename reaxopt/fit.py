@@ -454,6 +454,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             return Relaxed(problem.model)
         key = np.asarray(theta, float).tobytes()
         if key in relaxations:
+            relaxations[key] = relaxations.pop(key)  # the most recently used is kept longest
             return relaxations[key]
         from reaxopt.minimize import place_relaxed, relax
 
