@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from reaxopt.fit import STEP_EVENTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 
@@ -92,7 +94,7 @@ def parse_run(out_dir: Path) -> dict:
     log = (out_dir / "run.log").read_text()
     relax = [float(s) for s in re.findall(r"^relaxed \d+ structures .*? in ([\d.]+) s", log,
                                           re.M)]
-    step_rows = [r for r in history if r["event"] in ("step end", "step rejected")]
+    step_rows = [r for r in history if r["event"] in STEP_EVENTS]
     ends = [float(r["elapsed_s"]) for r in step_rows]
     compile_seconds = summary["compile_seconds"]
     step_walls = [b - a for a, b in zip([compile_seconds] + ends[:-1], ends)]
@@ -107,7 +109,7 @@ def parse_run(out_dir: Path) -> dict:
         "compile_seconds": compile_seconds,
         "outer_step_seconds": step_walls,
         "outer_step_iterations": iterations,
-        "outer_steps_rejected": sum(r["event"] == "step rejected" for r in step_rows),
+        "outer_steps_rejected": sum(r["event"] == STEP_EVENTS[1] for r in step_rows),
         "relax_seconds": relax,
         "rmse": {part: summary[part]["rmse"] for part in ("training", "validation")
                  if summary.get(part)},

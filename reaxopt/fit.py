@@ -79,6 +79,7 @@ CHECKPOINT = "checkpoint.json"
 CHECKPOINT_VERSION = 1
 EDUCATED_SPREAD = 0.1  # standard deviation of the 'educated' perturbation, share of the range
 MIN_TRUST_RADIUS = 1e-4  # share of the bound range: a trial whose trust radius falls below ends
+STEP_EVENTS = ("step end", "step rejected")  # history events of an outer step's end
 
 
 class FitInterrupted(Exception):
@@ -625,7 +626,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     state.theta = theta_end.tolist()
                 state.history.append(_history_row(trial, step, last["iterations"], end,
                                                   state.best, elapsed(),
-                                                  "step end" if accepted else "step rejected"))
+                                                  STEP_EVENTS[0] if accepted else STEP_EVENTS[1]))
                 log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
                     + ("" if end.validation_loss is None
                        else f", validation {end.validation_loss:.6g}")
@@ -650,7 +651,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     except FitInterrupted as exc:
         # the last completed outer step's state: a resume repeats the interrupted step
         _write_json_atomic(checkpoint_path, saved["state"])
-        completed = sum(row["event"].startswith("step ") for row in saved["state"]["history"])
+        completed = sum(row["event"] in STEP_EVENTS for row in saved["state"]["history"])
         log(f"{exc}: checkpoint saved to {checkpoint_path} (after {completed} completed outer "
             f"steps); continue with: reaxopt fit {config.path} --resume")
         log.save()

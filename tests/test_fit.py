@@ -181,10 +181,9 @@ def test_minimised_structure_is_relaxed_for_the_loss(config):
     alone, _, rms_alone = relax(alone, problem.base_params, [0], [300], 0.5)
     assert rms_alone[0] == pytest.approx(rms[row], rel=1e-6)
     placed = place_relaxed(problem.model, [row], alone)
-    np.testing.assert_allclose(placed.predict(problem.base_params).positions[row],
-                               relaxed.predict(problem.base_params).positions[row], atol=1e-9)
-    assert float(placed.predict(problem.base_params).energy[row]) == pytest.approx(
-        float(relaxed.predict(problem.base_params).energy[row]), rel=1e-10)
+    apart, in_place = placed.predict(problem.base_params), relaxed.predict(problem.base_params)
+    np.testing.assert_allclose(apart.positions[row], in_place.positions[row], atol=1e-9)
+    assert float(apart.energy[row]) == pytest.approx(float(in_place.energy[row]), rel=1e-10)
     # lists (and their anchors) rebuilt only if an atom left the skin's reach
     c, slot = next((c, list(m).index(row)) for c, m in enumerate(placed.members) if row in m)
     n_row = problem.model.n_atoms[row]
@@ -310,7 +309,7 @@ def test_non_finite_loss_steers_the_optimizer_away():
                           [] if x <= 1.5 else ["blown_up"], math.isfinite(value))
 
     opt = _optimizer_options()
-    state = type("S", (), {"best": {"selection": math.inf}, "history": []})()
+    state = _stub_state()
     seen = []
     result, last = _outer_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]), opt,
                                lines.append, {"evaluations": 0},
@@ -328,11 +327,16 @@ def test_outer_step_stays_within_the_trust_radius():
         return Evaluation(np.array(theta), (x - 1.8) ** 2, np.array([2 * (x - 1.8)]),
                           (x - 1.8) ** 2, None, np.zeros(1), None, [], True)
 
-    state = type("S", (), {"best": {"selection": math.inf}, "history": []})()
+    state = _stub_state()
     result, _ = _outer_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]),
                             _optimizer_options(), lambda line: None, {"evaluations": 0},
                             lambda *a: None, 0, 0, state, lambda: 0.0, radius=0.1)
     assert result.x[0] * 2.0 == pytest.approx(0.4, abs=1e-12)
+
+
+def _stub_state():
+    """What ``_outer_step`` reads and appends to of the run state."""
+    return type("S", (), {"best": {"selection": math.inf}, "history": []})()
 
 
 def _optimizer_options():
