@@ -84,6 +84,7 @@ class MinimizeConfig:
     steps: int = 100  # geometry-optimisation steps for structures that ask for minimisation
     rms_force: float = 0.5  # kcal/mol/Å: converged below this RMS force
     method: str = "fire"
+    carry: bool = True  # each relaxation starts from the last accepted one (else the inputs)
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,7 @@ _MINIMIZE_CHECKS = {
     "steps": lambda c, k, v: _int(c, k, v, minimum=0),
     "rms_force": lambda c, k, v: _float(c, k, v, positive=True),
     "method": lambda c, k, v: _choice(c, k, v, MINIMIZERS),
+    "carry": _bool,
 }
 _LOSS_CHECKS = {
     "energy_weight": lambda c, k, v: _float(c, k, v, minimum=0.0),

@@ -14,13 +14,18 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
 * Best force field: the accepted iterate (or starting point) with the lowest validation loss
   (ties, e.g. when no fitted parameter acts on the validation data, go to the lower training
   loss); the lowest training loss (regularisation included) when there is no validation data.
-* Geometry optimisation (``reaxopt.minimize``): before each outer step, and for the starting and
-  the best force field, the structures that ask for it are relaxed from their input geometry
+* Geometry optimisation (``reaxopt.minimize``): the structures that ask for it are relaxed
   with the current parameters (in a model of their own, clustered apart from the single
-  points, then placed into the loss's batches); within a step their geometry is fixed (moved
-  by the linearised response where geometry items measure it). Then only the starting force
-  field and the step ends, each evaluated at geometries relaxed under its own parameters, can
-  be selected: an in-step loss at another parameter set's geometry can be far too optimistic.
+  points, then placed into the loss's batches): at a trial's start from their input geometry,
+  at each step's end from the geometries relaxed at the step's start (``minimize.carry``; else
+  from the inputs every time), so the relaxed geometry follows the parameters instead of
+  landing anywhere in a flat valley. The checkpoint holds the carried geometries. Within a
+  step the geometry is fixed (moved by the linearised response where geometry items measure
+  it). Then only the starting force field and the step ends, each evaluated at geometries
+  relaxed under its own parameters, can be selected: an in-step loss at another parameter
+  set's geometry can be far too optimistic. The starting and the best force field's outputs
+  are evaluated at geometries relaxed from the inputs, as a zero-step run of the fitted
+  ``ffield`` would.
 * Trust region (with relaxed structures): the in-step loss is a model of the true one, good near
   the step's start only. Each step may change every scaled parameter by at most the trust
   radius (``optimizer.trust_radius`` at first); a step whose re-relaxed training loss is not
@@ -47,6 +52,7 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import signal
@@ -208,6 +214,27 @@ class Relaxed:
 
     model: Model
     response: Response | None = None
+    geometries: tuple | None = None  # of the minimised structures (minimize.geometries' form)
+
+
+def _digest(geometries: tuple | None) -> bytes:
+    """A key for geometries (``minimize.geometries``' form; None: the inputs)."""
+    if geometries is None:
+        return b"inputs"
+    digest = hashlib.sha256()
+    for positions, cell in geometries:
+        digest.update(np.ascontiguousarray(positions, float).tobytes())
+        digest.update(np.ascontiguousarray(cell, float).tobytes())
+    return digest.digest()
+
+
+def _geometries_to_json(geometries: tuple) -> list:
+    return [[positions.tolist(), cell.tolist()] for positions, cell in geometries]
+
+
+def _geometries_from_json(data: list) -> tuple:
+    return tuple((np.asarray(positions, float).reshape(-1, 3), np.asarray(cell, float))
+                 for positions, cell in data)
 
 
 @dataclass
@@ -293,6 +320,7 @@ class State:
     finished: bool = False
     labels: list = field(default_factory=list)
     radius: float | None = None  # trust radius of the next step (scaled units; None: unset)
+    geometries: list | None = None  # relaxed geometries carried to the next step (minimize.carry)
 
     def to_json(self) -> dict:
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
@@ -436,7 +464,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     cell_rows = [k for k in minimized if problem.model_structures[k].run_type == "cell_opt"]
     measured = _measured_rows(problem)
     responding = [k for k in minimized if k in measured]
-    relaxations: dict[bytes, Relaxed] = {}  # the last two relaxations, by parameters
+    carry = bool(minimized) and config.minimize.carry
+    relaxations: dict[bytes, Relaxed] = {}  # the last few relaxations (least recently used out)
     # the structures to relax, clustered on their own: fewer, smaller shapes to compile than
     # the loss's batches (which mostly hold single points). Automatic K weighs compilation
     # against minimize.steps energy evaluations in each of about steps + 2 relaxations.
@@ -448,42 +477,86 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                                   ModelOptions(clusters=config.clusters, auto=auto),
                                   cutoff_params=loosest_params(tmap, problem.base_params))
 
-    def model_at(theta: np.ndarray, what: str) -> Relaxed:
-        """The model with the minimised structures relaxed under the parameters theta, and
-        the response of those that geometry targets measure."""
-        if not minimized:
-            return Relaxed(problem.model)
-        key = np.asarray(theta, float).tobytes()
+    def remembered(key: bytes, relaxed: Relaxed) -> Relaxed:
+        # room for a step's start and end, each under two keys (how it was asked for and the
+        # geometry it holds): a rejected step's next step starts from the same relaxation
+        relaxations[key] = relaxed
+        while len(relaxations) > 4:
+            del relaxations[next(iter(relaxations))]
+        return relaxed
+
+    def recalled(key: bytes) -> Relaxed | None:
         if key in relaxations:
             relaxations[key] = relaxations.pop(key)  # the most recently used is kept longest
             return relaxations[key]
-        from reaxopt.minimize import place_relaxed, relax
+        return None
+
+    def at_geometries(theta: np.ndarray, placed: tuple, what: str) -> Relaxed:
+        """The model with the minimised structures at ``placed`` (``minimize.geometries``'
+        form) and their response under theta: a carried relaxation, not relaxed again."""
+        if not minimized:
+            return Relaxed(problem.model)
+        key = b"at" + np.asarray(theta, float).tobytes() + _digest(placed)
+        found = recalled(key)
+        if found is not None:
+            return found
+        from reaxopt.minimize import place_geometries
+
+        t = time.perf_counter()
+        params = tmap.to_params(jnp.asarray(theta), problem.base_params)
+        placed_model = place_geometries(relax_model, range(len(minimized)), placed)
+        relaxed = _relaxed(placed_model, params)
+        log(f"placed {len(minimized)} carried geometries ({what}) in "
+            f"{time.perf_counter() - t:.1f} s")
+        return remembered(key, relaxed)
+
+    def _relaxed(relaxed_model, params) -> Relaxed:
+        from reaxopt.minimize import geometries, place_geometries
+
+        placed = geometries(relaxed_model)
+        model = place_geometries(problem.model, minimized, placed)
+        response = None
+        if responding:
+            local = {k: j for j, k in enumerate(minimized)}
+            response = renumbered(relaxed_response(relaxed_model, params,
+                                                   [local[k] for k in responding]),
+                                  minimized, problem.model.n_max)
+        return Relaxed(model, response, placed)
+
+    def model_at(theta: np.ndarray, what: str, start: tuple | None = None) -> Relaxed:
+        """The model with the minimised structures relaxed under the parameters theta, from
+        the geometries ``start`` (``minimize.geometries``' form; None: the inputs), and the
+        response of those that geometry targets measure."""
+        if not minimized:
+            return Relaxed(problem.model)
+        key = b"from" + np.asarray(theta, float).tobytes() + _digest(start)
+        found = recalled(key)
+        if found is not None:
+            return found
+        from reaxopt.minimize import place_geometries, relax
 
         t = time.perf_counter()
         release_compiled_code_if_crowded()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
         local = {k: j for j, k in enumerate(minimized)}
-        relaxed, steps, rms = relax(relax_model, params, range(len(minimized)),
-                                    [limits[k] for k in minimized], config.minimize.rms_force,
-                                    [local[k] for k in cell_rows])
-        model = place_relaxed(problem.model, minimized, relaxed)
-        response = None
-        if responding:
-            response = renumbered(relaxed_response(relaxed, params,
-                                                   [local[k] for k in responding]),
-                                  minimized, problem.model.n_max)
+        begin = (relax_model if start is None
+                 else place_geometries(relax_model, range(len(minimized)), start))
+        relaxed_model, steps, rms = relax(begin, params, range(len(minimized)),
+                                          [limits[k] for k in minimized],
+                                          config.minimize.rms_force,
+                                          [local[k] for k in cell_rows])
+        relaxed = _relaxed(relaxed_model, params)
         release_compiled_code_if_crowded()
         worst = int(np.argmax(rms))
-        log(f"relaxed {len(minimized)} structures ({what}) in {time.perf_counter() - t:.1f} s: "
-            f"up to {int(steps.max())} steps, largest final RMS force "
-            f"{rms[worst]:.3g} kcal/mol/Å "
+        log(f"relaxed {len(minimized)} structures ({what}"
+            f"{'' if start is None else ', from the carried geometries'}) in "
+            f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps, largest final "
+            f"RMS force {rms[worst]:.3g} kcal/mol/Å "
             f"({problem.model_structures[minimized[worst]].name})"
             + (f"; geometry response of {len(responding)}" if responding else ""))
-        # a rejected step's next step starts again from the previous relaxation
-        while len(relaxations) > 1:
-            del relaxations[next(iter(relaxations))]
-        relaxations[key] = Relaxed(model, response)
-        return relaxations[key]
+        remembered(b"at" + np.asarray(theta, float).tobytes() + _digest(relaxed.geometries),
+                   relaxed)
+        return remembered(key, relaxed)
 
     log(f"model: {problem.model.n_structures} structures in {len(problem.model.batches)} "
         f"padded batch(es); training items {sum(problem.training.counts().values())}, "
@@ -597,7 +670,16 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 if minimized and state.radius is None:
                     state.radius = opt.trust_radius
                 radius = state.radius if minimized else None
-                step_model = model_at(theta, f"trial {trial + 1} step {step + 1}")
+                where = f"trial {trial + 1} step {step + 1}"
+                carried = None
+                if carry:
+                    if state.geometries is None:  # the trial's start
+                        state.geometries = _geometries_to_json(
+                            model_at(theta, f"trial {trial + 1} start").geometries)
+                    carried = _geometries_from_json(state.geometries)
+                    step_model = at_geometries(theta, carried, where)
+                else:
+                    step_model = model_at(theta, where)
                 # With relaxed structures, an in-step loss sees them at the step's starting
                 # geometry (moved by the linearised response), which parameters far from the
                 # step's start make meaningless: only step ends, relaxed again under their own
@@ -609,7 +691,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                                            state, elapsed, radius)
                 before = last["start_loss"]
                 theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
-                end_model = (model_at(theta_end, f"trial {trial + 1} step {step + 1} end")
+                end_model = (model_at(theta_end, f"{where} end", carried)
                              if minimized else step_model)
                 end = step_evaluate(theta_end, end_model)
                 counter["evaluations"] += 1
@@ -624,6 +706,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                                f"{radius:.3g}; next radius {state.radius:.3g})")
                 if accepted:
                     state.theta = theta_end.tolist()
+                    if carry:
+                        state.geometries = _geometries_to_json(end_model.geometries)
                 state.history.append(_history_row(trial, step, last["iterations"], end,
                                                   state.best, elapsed(),
                                                   STEP_EVENTS[0] if accepted else STEP_EVENTS[1]))
@@ -644,7 +728,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 steps_run += 1
                 checkpoint()
             state.trial += 1
-            state.theta, state.radius = None, None
+            state.theta, state.radius, state.geometries = None, None, None
             checkpoint()
         state.finished = True
         checkpoint()
@@ -662,6 +746,15 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
 
     best_theta = np.array(state.best["theta"])
     fitted = evaluate(best_theta, model_at(best_theta, "best force field"))
+    if carry and state.best.get("step", 0) > 0:
+        # the fit judged its step ends at carried geometries; the outputs are the honest
+        # evaluation anyone repeats with the fitted ffield: relaxed from the input geometries
+        log(f"best force field relaxed from the input geometries: loss {fitted.loss:.6g}"
+            + ("" if fitted.validation_loss is None
+               else f", validation {fitted.validation_loss:.6g}")
+            + f" (at the geometries the fit carried: loss {state.best['loss']:.6g}"
+            + ("" if state.best.get("validation_loss") is None
+               else f", validation {state.best['validation_loss']:.6g}") + ")")
     summary = report.write_outputs(
         out, config=config, inputs=inputs, problem=problem, initial=initial, fitted=fitted,
         theta_initial=theta_start, theta_best=best_theta, best=state.best,

@@ -289,18 +289,22 @@ def _replace_batch(model, c: int, positions=None, system=None, anchors=None,
     return dataclasses.replace(model, **values)
 
 
-def place_relaxed(model, rows, relaxed):
-    """``model`` with the structures at rows ``rows`` moved to their geometry in ``relaxed`` (a
-    model of exactly those structures, in that order, e.g. relaxed on its own with fewer
-    padded shapes). Their lists are rebuilt where an atom moved more than skin/2 from where
-    they were built or the cell changed (re-padded if they no longer fit)."""
-    where = {int(row): k for k, row in enumerate(rows)}
-    source = {}
-    for c, members in enumerate(relaxed.members):
-        positions, system = relaxed.batches[c]
+def geometries(model) -> tuple:
+    """((positions (n, 3) Å, cell (3, 3) Å), ...) of every structure of ``model``, by row."""
+    found = {}
+    for c, members in enumerate(model.members):
+        positions, system = model.batches[c]
+        positions, cells = np.asarray(positions), np.asarray(system.cell)
         for b, k in enumerate(members):
-            n = relaxed.n_atoms[int(k)]
-            source[int(k)] = (np.asarray(positions[b, :n]), np.asarray(system.cell[b]))
+            found[int(k)] = (positions[b, :model.n_atoms[int(k)]].copy(), cells[b].copy())
+    return tuple(found[k] for k in range(model.n_structures))
+
+
+def place_geometries(model, rows, placed):
+    """``model`` with the structures at rows ``rows`` moved to ``placed`` (``geometries``'
+    form, in the order of ``rows``). Their lists are rebuilt where an atom moved more than
+    skin/2 from where they were built or the cell changed (re-padded if they no longer fit)."""
+    where = {int(row): k for k, row in enumerate(rows)}
     for c, members in enumerate(model.members):
         slots = [b for b, m in enumerate(members) if int(m) in where]
         if not slots:
@@ -312,7 +316,7 @@ def place_relaxed(model, rows, relaxed):
         stale = []
         for b in slots:
             k = int(members[b])
-            x, cell = source[where[k]]
+            x, cell = placed[where[k]]
             positions[b, :len(x)] = x
             cells[b] = cell
             moved = np.max(np.linalg.norm(x - anchors[b, :len(x)], axis=1), initial=0.0)

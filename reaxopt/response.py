@@ -9,10 +9,12 @@ geometry target measures and are projected out.
 Within an outer fitting step the geometry is relaxed once, at θ₀. The loss then sees the
 relaxed positions to first order in θ,
 
-    x̃(θ) = x* + K⁺(x*, θ₀) F(x*, θ),
+    x̃(θ) = x* + K⁺(x*, θ₀) [F(x*, θ) - F(x*, θ₀)],
 
-which equals x* at θ₀ (up to the relaxation's residual force: one Newton step) and whose
-derivative there is exactly dx*/dθ. So bond, angle and torsion targets of relaxed structures
+which equals x* at θ₀ exactly and whose derivative there is dx*/dθ. (A relaxation stopped at
+a small residual force F(x*, θ₀) is taken as it is: adding the Newton step K⁺F(x*, θ₀) would
+move soft modes far from where the relaxation, and so the step end's re-relaxation, left
+them.) So bond, angle and torsion targets of relaxed structures
 get their exact parameter gradients instead of none (a fixed geometry has zero derivative).
 Energies need no such term: at a minimum ∂E/∂x = 0, so dE(x*(θ), θ)/dθ = ∂E/∂θ already.
 """
@@ -35,11 +37,13 @@ from reaxopt.model import Model, energy_forces_charges_moving
 @jax.tree_util.register_dataclass
 @dataclass
 class Response:
-    """Rows (M,) of the structures that move with θ and their K⁺ (M, 3N, 3N) in Å²·mol/kcal,
-    N the model's largest padded atom count (padding atoms: zero rows and columns)."""
+    """Rows (M,) of the structures that move with θ, their K⁺ (M, 3N, 3N) in Å²·mol/kcal and
+    the residual forces F(x*, θ₀) (M, N, 3) in kcal/mol/Å, N the model's largest padded atom
+    count (padding atoms: zeros)."""
 
     rows: Any
     inverse_force_constants: Any
+    start_forces: Any
 
 
 def rigid_modes(positions: np.ndarray, periodic: bool) -> np.ndarray:
@@ -67,12 +71,14 @@ def internal_inverse(force_constants: np.ndarray, positions: np.ndarray,
 
 @partial(jax.jit, static_argnames="topology")
 def batch_force_constants(positions, system, params: Params, topology: Topology):
-    """K = -∂F/∂x (B, n, 3, n, 3) of every structure of one padded batch."""
+    """(K = -∂F/∂x (B, n, 3, n, 3), F (B, n, 3)) of every structure of one padded batch."""
     def forces(x, one):
-        return energy_forces_charges_moving(x, one, params, topology)[1]
+        f = energy_forces_charges_moving(x, one, params, topology)[1]
+        return f, f
 
     def one_structure(x, one):
-        return -jax.jacrev(forces)(x, one)
+        jacobian, f = jax.jacrev(forces, has_aux=True)(x, one)
+        return -jacobian, f
 
     return jax.vmap(one_structure)(positions, system)
 
@@ -83,6 +89,7 @@ def relaxed_response(model: Model, params: Params, rows) -> Response:
     rows = np.asarray(sorted(set(int(r) for r in rows)), np.int64)
     n_max = model.n_max
     matrices = np.zeros((len(rows), 3 * n_max, 3 * n_max))
+    start_forces = np.zeros((len(rows), n_max, 3))
     where = {int(row): k for k, row in enumerate(rows)}
     for (positions, system), members in zip(model.batches, model.members):
         wanted = [(b, where[int(m)]) for b, m in enumerate(members) if int(m) in where]
@@ -91,15 +98,16 @@ def relaxed_response(model: Model, params: Params, rows) -> Response:
         # only the wanted slots: a second derivative of the whole batch costs its size
         slots = np.array([b for b, _ in wanted])
         sub = jax.tree_util.tree_map(lambda a: a[slots], system)
-        constants = np.asarray(batch_force_constants(positions[slots], sub, params,
-                                                      topology=model.topology))
+        constants, forces = map(np.asarray, batch_force_constants(
+            positions[slots], sub, params, topology=model.topology))
         for j, (b, k) in enumerate(wanted):
             n = model.n_atoms[int(members[b])]
             x = np.asarray(positions[b, :n])
             periodic = bool(np.any(np.asarray(system.cell[b])))
             matrices[k, :3 * n, :3 * n] = internal_inverse(
                 constants[j, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic)
-    return Response(jnp.asarray(rows), jnp.asarray(matrices))
+            start_forces[k, :n] = forces[j, :n]
+    return Response(jnp.asarray(rows), jnp.asarray(matrices), jnp.asarray(start_forces))
 
 
 def renumbered(response: Response, rows, n_max: int) -> Response:
@@ -107,16 +115,18 @@ def renumbered(response: Response, rows, n_max: int) -> Response:
     the model they belong to: its rows mapped to ``rows``, K⁺ zero-padded to ``n_max`` atoms."""
     local = np.asarray(response.rows)
     matrices = np.asarray(response.inverse_force_constants)
+    forces = np.asarray(response.start_forces)
     extra = 3 * n_max - matrices.shape[1]
     return Response(jnp.asarray(np.asarray(rows, np.int64)[local]),
-                    jnp.asarray(np.pad(matrices, ((0, 0), (0, extra), (0, extra)))))
+                    jnp.asarray(np.pad(matrices, ((0, 0), (0, extra), (0, extra)))),
+                    jnp.asarray(np.pad(forces, ((0, 0), (0, extra // 3), (0, 0)))))
 
 
 def linearised_positions(predictions, response: Response):
-    """``predictions`` with the response rows' positions moved to x* + K⁺ F (pure, jittable;
-    differentiable through the forces)."""
+    """``predictions`` with the response rows' positions moved to x* + K⁺ (F - F₀) (pure,
+    jittable; differentiable through the forces F)."""
     rows = response.rows
-    forces = predictions.forces[rows]
+    forces = predictions.forces[rows] - response.start_forces
     step = jnp.einsum("mij,mj->mi", response.inverse_force_constants,
                       forces.reshape(forces.shape[0], -1)).reshape(forces.shape)
     return dataclasses.replace(predictions, positions=predictions.positions.at[rows].add(step))

@@ -173,14 +173,14 @@ def test_minimised_structure_is_relaxed_for_the_loss(config):
 
     # the fit relaxes such structures in a model of their own and places them back: the same
     # geometry and energy as relaxing them in place (lists rebuilt where atoms moved)
-    from reaxopt.minimize import place_relaxed
+    from reaxopt.minimize import geometries, place_geometries
     from reaxopt.model import build_model
 
     alone = build_model([problem.model_structures[row]], problem.base_params,
                         problem.model.topology)
     alone, _, rms_alone = relax(alone, problem.base_params, [0], [300], 0.5)
     assert rms_alone[0] == pytest.approx(rms[row], rel=1e-6)
-    placed = place_relaxed(problem.model, [row], alone)
+    placed = place_geometries(problem.model, [row], geometries(alone))
     apart, in_place = placed.predict(problem.base_params), relaxed.predict(problem.base_params)
     np.testing.assert_allclose(apart.positions[row], in_place.positions[row], atol=1e-9)
     assert float(apart.energy[row]) == pytest.approx(float(in_place.energy[row]), rel=1e-10)
@@ -198,12 +198,18 @@ def test_fit_log_reports_the_relaxation(uninterrupted):
     log = (uninterrupted.output_dir / "run.log").read_text()
     assert "relaxed 1 structures (starting force field)" in log
     # relaxed again at each step's end under its parameters (the step-end evaluation, and the
-    # geometry the next step starts from); the first step reuses the starting relaxation
-    assert "relaxed 1 structures (trial 1 step 1 end)" in log
-    assert "relaxed 1 structures (trial 1 step 2)" not in log
-    # each step is judged by its re-relaxed loss (trust region); step 2 gets step 1's radius
+    # geometry the next step starts from), from the geometry relaxed at the step's start: the
+    # structure the fitted parameters barely move needs no step from there (43 from the input)
     import re
 
+    assert re.search(r"relaxed 1 structures \(starting force field\) in [\d.]+ s: up to 43 steps",
+                     log)
+    assert re.search(r"relaxed 1 structures \(trial 1 step 1 end, from the carried geometries\) "
+                     r"in [\d.]+ s: up to 0 steps", log)
+    # the first step reuses the starting relaxation, the second step 1's end: nothing placed
+    assert "relaxed 1 structures (trial 1 step 2)" not in log
+    assert "carried geometries (trial" not in log
+    # each step is judged by its re-relaxed loss (trust region); step 2 gets step 1's radius
     radii = re.findall(r"of radius ([\d.e-]+); next radius ([\d.e-]+)\)", log)
     assert len(radii) == 2 and radii[0][0] == "0.1" and radii[1][0] == radii[0][1]
     assert "accepted (in-step loss" in log
@@ -231,7 +237,11 @@ def test_resume_after_stop_matches_uninterrupted(uninterrupted, config, tmp_path
         run_fit(stopped, stream=False, stop_after_steps=1)
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
     assert saved["step"] == 1 and not saved["finished"]
+    # the relaxed geometry of the one minimised structure, carried to the next step
+    (positions, cell), = saved["geometries"]
+    assert np.shape(positions) == (5, 3) and np.shape(cell) == (3, 3)
     resumed = run_fit(stopped, resume=True, stream=False)
+    assert "placed 1 carried geometries (trial 1 step 2)" in (tmp_path / "run.log").read_text()
     theta, final = _final(resumed)
     np.testing.assert_array_equal(theta, _final(uninterrupted)[0])
     assert final == _final(uninterrupted)[1]

@@ -128,3 +128,21 @@ def test_linearised_geometry_has_the_relaxed_geometry_derivative(setup, relaxed_
     assert np.max(np.abs(reference)) > 1e-3  # the parameters do move the geometry
     scale = np.maximum(np.abs(reference), 1e-4)
     assert np.max(np.abs(ours - reference) / scale) < 1e-4, (ours, reference)
+
+
+def test_linearised_geometry_starts_at_an_unconverged_relaxation(setup, relaxed_model):
+    """A relaxation stopped at a residual force is taken as it is: no Newton step at θ₀."""
+    params, topology, tmap, molecule = setup
+    theta0 = tmap.from_params(params)
+    p = tmap.to_params(jnp.asarray(theta0), params)
+    x0 = _newton(relaxed_model, theta0, setup)
+    n = len(x0)
+    shifted = x0 + 0.02 * np.random.default_rng(1).normal(size=x0.shape)
+    model = _at(relaxed_model, shifted)
+    predictions = model.predict(p)
+    residual = np.asarray(predictions.forces[0, :n])
+    assert np.sqrt(np.mean(residual ** 2)) > 1.0  # far from converged (kcal/mol/Å)
+    response = relaxed_response(model, p, [0])
+    assert np.allclose(np.asarray(response.start_forces[0, :n]), residual, atol=1e-10)
+    moved = np.asarray(linearised_positions(predictions, response).positions[0, :n])
+    assert np.max(np.abs(moved - shifted)) < 1e-12
