@@ -51,8 +51,8 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import signal
@@ -64,21 +64,21 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
 from reaxopt import loss as loss_module
-from reaxopt.cluster.clustering import AutoK
 from reaxopt.config import Config
 from reaxopt.io.files import write_text_atomic
 from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
-from reaxopt.response import Response, linearised_positions, relaxed_response, renumbered
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
                            loosest_params, theta_map)
+from reaxopt.relaxation import (Relaxed, geometries_from_json, geometries_to_json,
+                                make_relaxer)
+from reaxopt.response import linearised_positions
 
 BAD_LOSS = 1.0e20  # handed to the optimizer where the loss or its gradient is not finite
 CHECKPOINT = "checkpoint.json"
@@ -178,15 +178,6 @@ def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Proble
                    validation_info, tmap.from_params(params), tuple(names), structures)
 
 
-def _measured_rows(problem: Problem) -> set[int]:
-    """Model rows whose atom positions a geometry target measures (training or validation)."""
-    rows: set[int] = set()
-    for items in (problem.training, problem.validation):
-        if items is not None:
-            rows.update(int(r) for r in np.asarray(items.geometry["row"]).ravel())
-    return rows
-
-
 def _evaluate(theta, predictions, training, validation, theta_reference, regularization, response,
               tmap):
     if response is not None:
@@ -205,36 +196,6 @@ def _evaluate(theta, predictions, training, validation, theta_reference, regular
 
 # one jitted energy call per cluster, then the loss (``reaxopt.model.clustered_value_and_grad``)
 _value_and_grad = clustered_value_and_grad(_evaluate, static_argnames="tmap")
-
-
-@dataclass(frozen=True)
-class Relaxed:
-    """A model at relaxed positions and, for the relaxed structures that geometry targets
-    measure, how those positions move with the parameters (``reaxopt.response``)."""
-
-    model: Model
-    response: Response | None = None
-    geometries: tuple | None = None  # of the minimised structures (minimize.geometries' form)
-
-
-def _digest(geometries: tuple | None) -> bytes:
-    """A key for geometries (``minimize.geometries``' form; None: the inputs)."""
-    if geometries is None:
-        return b"inputs"
-    digest = hashlib.sha256()
-    for positions, cell in geometries:
-        digest.update(np.ascontiguousarray(positions, float).tobytes())
-        digest.update(np.ascontiguousarray(cell, float).tobytes())
-    return digest.digest()
-
-
-def _geometries_to_json(geometries: tuple) -> list:
-    return [[positions.tolist(), cell.tolist()] for positions, cell in geometries]
-
-
-def _geometries_from_json(data: list) -> tuple:
-    return tuple((np.asarray(positions, float).reshape(-1, 3), np.asarray(cell, float))
-                 for positions, cell in data)
 
 
 @dataclass
@@ -280,25 +241,6 @@ def make_evaluator(problem: Problem, regularization: float, theta_reference: np.
                           bad, finite)
 
     return evaluate
-
-
-def release_compiled_code_if_crowded(share: float = 0.5) -> bool:
-    """Drop all compiled code (``jax.clear_caches``) when this process uses more than ``share``
-    of its memory maps. Each XLA CPU executable holds thousands of maps and Linux caps a
-    process at vm.max_map_count (65530 by default): the disulfide fit's loss and relaxation
-    executables together crashed a fit. The persistent compilation cache reloads what is
-    dropped (after tracing again). Returns whether it dropped; never on systems without
-    /proc."""
-    try:
-        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
-        with open("/proc/self/maps", "rb") as maps:
-            used = sum(1 for _ in maps)
-    except (OSError, ValueError):
-        return False
-    if used <= share * limit:
-        return False
-    jax.clear_caches()
-    return True
 
 
 # --------------------------------------------------------------------------------- the run state
@@ -455,108 +397,10 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     lower, upper = tmap.lower, tmap.upper
     span = np.where(upper > lower, upper - lower, 1.0)
     theta_start = np.clip(problem.theta_start, lower, upper)
-    limits = [s.max_iterations if s.max_iterations is not None else config.minimize.steps
-              for s in problem.model_structures]
-    minimized = [k for k, s in enumerate(problem.model_structures)
-                 if s.run_type != "single_point" and limits[k] > 0]
-    # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
-    # follows its atoms at the relaxed cell, not the cell's own change with the parameters
-    cell_rows = [k for k in minimized if problem.model_structures[k].run_type == "cell_opt"]
-    measured = _measured_rows(problem)
-    responding = [k for k in minimized if k in measured]
-    carry = bool(minimized) and config.minimize.carry
-    relaxations: dict[bytes, Relaxed] = {}  # the last few relaxations (least recently used out)
-    # the structures to relax, clustered on their own: fewer, smaller shapes to compile than
-    # the loss's batches (which mostly hold single points). Automatic K weighs compilation
-    # against minimize.steps energy evaluations in each of about steps + 2 relaxations.
-    relax_model = None
-    if minimized:
-        auto = AutoK(evaluations=config.minimize.steps * (opt.steps + 2), max_ratio=math.inf)
-        relax_model = build_model([problem.model_structures[k] for k in minimized],
-                                  problem.base_params, problem.model.topology,
-                                  ModelOptions(clusters=config.clusters, auto=auto),
-                                  cutoff_params=loosest_params(tmap, problem.base_params))
-
-    def remembered(key: bytes, relaxed: Relaxed) -> Relaxed:
-        # room for a step's start and end, each under two keys (how it was asked for and the
-        # geometry it holds): a rejected step's next step starts from the same relaxation
-        relaxations[key] = relaxed
-        while len(relaxations) > 4:
-            del relaxations[next(iter(relaxations))]
-        return relaxed
-
-    def recalled(key: bytes) -> Relaxed | None:
-        if key in relaxations:
-            relaxations[key] = relaxations.pop(key)  # the most recently used is kept longest
-            return relaxations[key]
-        return None
-
-    def at_geometries(theta: np.ndarray, placed: tuple, what: str) -> Relaxed:
-        """The model with the minimised structures at ``placed`` (``minimize.geometries``'
-        form) and their response under theta: a carried relaxation, not relaxed again."""
-        if not minimized:
-            return Relaxed(problem.model)
-        key = b"at" + np.asarray(theta, float).tobytes() + _digest(placed)
-        found = recalled(key)
-        if found is not None:
-            return found
-        from reaxopt.minimize import place_geometries
-
-        t = time.perf_counter()
-        params = tmap.to_params(jnp.asarray(theta), problem.base_params)
-        placed_model = place_geometries(relax_model, range(len(minimized)), placed)
-        relaxed = _relaxed(placed_model, params)
-        log(f"placed {len(minimized)} carried geometries ({what}) in "
-            f"{time.perf_counter() - t:.1f} s")
-        return remembered(key, relaxed)
-
-    def _relaxed(relaxed_model, params) -> Relaxed:
-        from reaxopt.minimize import geometries, place_geometries
-
-        placed = geometries(relaxed_model)
-        model = place_geometries(problem.model, minimized, placed)
-        response = None
-        if responding:
-            local = {k: j for j, k in enumerate(minimized)}
-            response = renumbered(relaxed_response(relaxed_model, params,
-                                                   [local[k] for k in responding]),
-                                  minimized, problem.model.n_max)
-        return Relaxed(model, response, placed)
-
-    def model_at(theta: np.ndarray, what: str, start: tuple | None = None) -> Relaxed:
-        """The model with the minimised structures relaxed under the parameters theta, from
-        the geometries ``start`` (``minimize.geometries``' form; None: the inputs), and the
-        response of those that geometry targets measure."""
-        if not minimized:
-            return Relaxed(problem.model)
-        key = b"from" + np.asarray(theta, float).tobytes() + _digest(start)
-        found = recalled(key)
-        if found is not None:
-            return found
-        from reaxopt.minimize import place_geometries, relax
-
-        t = time.perf_counter()
-        release_compiled_code_if_crowded()
-        params = tmap.to_params(jnp.asarray(theta), problem.base_params)
-        local = {k: j for j, k in enumerate(minimized)}
-        begin = (relax_model if start is None
-                 else place_geometries(relax_model, range(len(minimized)), start))
-        relaxed_model, steps, rms = relax(begin, params, range(len(minimized)),
-                                          [limits[k] for k in minimized],
-                                          config.minimize.rms_force,
-                                          [local[k] for k in cell_rows])
-        relaxed = _relaxed(relaxed_model, params)
-        release_compiled_code_if_crowded()
-        worst = int(np.argmax(rms))
-        log(f"relaxed {len(minimized)} structures ({what}"
-            f"{'' if start is None else ', from the carried geometries'}) in "
-            f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps, largest final "
-            f"RMS force {rms[worst]:.3g} kcal/mol/Å "
-            f"({problem.model_structures[minimized[worst]].name})"
-            + (f"; geometry response of {len(responding)}" if responding else ""))
-        remembered(b"at" + np.asarray(theta, float).tobytes() + _digest(relaxed.geometries),
-                   relaxed)
-        return remembered(key, relaxed)
+    relaxer = make_relaxer(problem, config, log)
+    minimized = bool(relaxer.minimized)
+    carry = minimized and config.minimize.carry
+    model_at = relaxer.relaxed
 
     log(f"model: {problem.model.n_structures} structures in {len(problem.model.batches)} "
         f"padded batch(es); training items {sum(problem.training.counts().values())}, "
@@ -619,130 +463,112 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         saved["state"] = json.loads(json.dumps(data))
         log.save()
 
-    received: list[int] = []
+    with _interruptible(checkpoint_path) as raise_if_signalled:
 
-    def on_signal(signum, frame):
-        received.append(signum)
-        raise FitInterrupted(signum, checkpoint_path)
+        def step_evaluate(theta, relaxed):
+            raise_if_signalled()
+            ev = evaluate(theta, relaxed)
+            raise_if_signalled()
+            return ev
 
-    def raise_if_signalled() -> None:
-        # library code can swallow the handler's exception (JAX reads its persistent cache in
-        # a try/except that turns errors into warnings): raise it again at the next check
-        if received:
-            raise FitInterrupted(received[0], checkpoint_path)
-
-    def step_evaluate(theta, relaxed):
-        raise_if_signalled()
-        ev = evaluate(theta, relaxed)
-        raise_if_signalled()
-        return ev
-
-    handlers = {}
-    use_signals = _main_thread()
-    if use_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, on_signal)
-    steps_run = 0
-    try:
-        while opt.steps > 0 and state.trial < opt.trials:
-            trial = state.trial
-            if state.theta is None:
-                start = _starting_point(opt.init, theta_start, lower, upper, rng)
-                if opt.random_search:
-                    # the candidates share the geometry relaxed for the trial's start
-                    search_model = model_at(start, f"trial {trial + 1} start")
-                    candidates = [start] + [rng.uniform(lower, upper)
-                                            for _ in range(opt.random_search)]
-                    scored = []
-                    for c in candidates:
-                        ev = evaluate(c, search_model)
-                        counter["evaluations"] += 1
-                        scored.append(ev.loss if ev.finite else math.inf)
-                    start = candidates[int(np.argmin(scored))]
-                    log(f"trial {trial + 1}: random search over {opt.random_search} samples, "
-                        f"best loss {min(scored):.6g}")
-                state.theta = start.tolist()
-                state.step, state.trial_done = 0, False
-            while state.step < opt.steps and not state.trial_done:
-                if stop_after_steps is not None and steps_run >= stop_after_steps:
-                    raise FitInterrupted(signal.SIGTERM, checkpoint_path)
-                theta, step = np.array(state.theta), state.step
-                if minimized and state.radius is None:
-                    state.radius = opt.trust_radius
-                radius = state.radius if minimized else None
-                where = f"trial {trial + 1} step {step + 1}"
-                carried = None
-                if carry:
-                    if state.geometries is None:  # the trial's start
-                        state.geometries = _geometries_to_json(
-                            model_at(theta, f"trial {trial + 1} start").geometries)
-                    carried = _geometries_from_json(state.geometries)
-                    step_model = at_geometries(theta, carried, where)
-                else:
-                    step_model = model_at(theta, where)
-                # With relaxed structures, an in-step loss sees them at the step's starting
-                # geometry (moved by the linearised response), which parameters far from the
-                # step's start make meaningless: only step ends, relaxed again under their own
-                # parameters, may then be selected (the next step reuses that relaxation).
-                in_step = consider if not minimized else (lambda *args: None)
-                raise_if_signalled()
-                result, last = _outer_step(partial(step_evaluate, relaxed=step_model), theta,
-                                           lower, span, opt, log, counter, in_step, trial, step,
-                                           state, elapsed, radius)
-                before = last["start_loss"]
-                theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
-                end_model = (model_at(theta_end, f"{where} end", carried)
-                             if minimized else step_model)
-                end = step_evaluate(theta_end, end_model)
-                counter["evaluations"] += 1
-                consider(end, trial, step, last["iterations"])
-                accepted, verdict = True, ""
-                if minimized:
-                    length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
-                    accepted, state.radius = trust_update(radius, before, float(result.fun),
-                                                          end.loss, length)
-                    verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
-                               f"{float(result.fun):.6g}, step {length:.3g} of radius "
-                               f"{radius:.3g}; next radius {state.radius:.3g})")
-                if accepted:
-                    state.theta = theta_end.tolist()
+        steps_run = 0
+        try:
+            while opt.steps > 0 and state.trial < opt.trials:
+                trial = state.trial
+                if state.theta is None:
+                    start = _starting_point(opt.init, theta_start, lower, upper, rng)
+                    if opt.random_search:
+                        # the candidates share the geometry relaxed for the trial's start
+                        search_model = model_at(start, f"trial {trial + 1} start")
+                        candidates = [start] + [rng.uniform(lower, upper)
+                                                for _ in range(opt.random_search)]
+                        scored = []
+                        for c in candidates:
+                            ev = evaluate(c, search_model)
+                            counter["evaluations"] += 1
+                            scored.append(ev.loss if ev.finite else math.inf)
+                        start = candidates[int(np.argmin(scored))]
+                        log(f"trial {trial + 1}: random search over {opt.random_search} samples, "
+                            f"best loss {min(scored):.6g}")
+                    state.theta = start.tolist()
+                    state.step, state.trial_done = 0, False
+                while state.step < opt.steps and not state.trial_done:
+                    if stop_after_steps is not None and steps_run >= stop_after_steps:
+                        raise FitInterrupted(signal.SIGTERM, checkpoint_path)
+                    theta, step = np.array(state.theta), state.step
+                    if minimized and state.radius is None:
+                        state.radius = opt.trust_radius
+                    radius = state.radius if minimized else None
+                    where = f"trial {trial + 1} step {step + 1}"
+                    carried = None
                     if carry:
-                        state.geometries = _geometries_to_json(end_model.geometries)
-                state.history.append(_history_row(trial, step, last["iterations"], end,
-                                                  state.best, elapsed(),
-                                                  STEP_EVENTS[0] if accepted else STEP_EVENTS[1]))
-                log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
-                    + ("" if end.validation_loss is None
-                       else f", validation {end.validation_loss:.6g}")
-                    + f", {last['iterations']} iterations ({result.message}){verdict}")
-                state.step += 1
-                if minimized and state.radius < MIN_TRUST_RADIUS:
-                    log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
-                        f"{MIN_TRUST_RADIUS:g}, the trial ends")
-                    state.trial_done = True
-                # without geometry optimisations a further step only restarts the optimizer;
-                # stop the trial once a step no longer improves the loss
-                if not minimized and before is not None and \
-                        before - end.loss <= opt.tolerance * max(1.0, abs(end.loss)):
-                    state.trial_done = True
-                steps_run += 1
+                        if state.geometries is None:  # the trial's start
+                            state.geometries = geometries_to_json(
+                                model_at(theta, f"trial {trial + 1} start").geometries)
+                        carried = geometries_from_json(state.geometries)
+                        step_model = relaxer.placed(theta, carried, where)
+                    else:
+                        step_model = model_at(theta, where)
+                    # With relaxed structures, an in-step loss sees them at the step's starting
+                    # geometry (moved by the linearised response), which parameters far from the
+                    # step's start make meaningless: only step ends, relaxed again under their own
+                    # parameters, may then be selected (the next step reuses that relaxation).
+                    in_step = consider if not minimized else (lambda *args: None)
+                    raise_if_signalled()
+                    result, last = _outer_step(partial(step_evaluate, relaxed=step_model), theta,
+                                               lower, span, opt, log, counter, in_step, trial, step,
+                                               state, elapsed, radius)
+                    before = last["start_loss"]
+                    theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
+                    end_model = (model_at(theta_end, f"{where} end", carried)
+                                 if minimized else step_model)
+                    end = step_evaluate(theta_end, end_model)
+                    counter["evaluations"] += 1
+                    consider(end, trial, step, last["iterations"])
+                    accepted, verdict = True, ""
+                    if minimized:
+                        length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
+                        accepted, state.radius = trust_update(radius, before, float(result.fun),
+                                                              end.loss, length)
+                        verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
+                                   f"{float(result.fun):.6g}, step {length:.3g} of radius "
+                                   f"{radius:.3g}; next radius {state.radius:.3g})")
+                    if accepted:
+                        state.theta = theta_end.tolist()
+                        if carry:
+                            state.geometries = geometries_to_json(end_model.geometries)
+                    event = STEP_EVENTS[0] if accepted else STEP_EVENTS[1]
+                    state.history.append(_history_row(trial, step, last["iterations"], end,
+                                                      state.best, elapsed(), event))
+                    log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
+                        + ("" if end.validation_loss is None
+                           else f", validation {end.validation_loss:.6g}")
+                        + f", {last['iterations']} iterations ({result.message}){verdict}")
+                    state.step += 1
+                    if minimized and state.radius < MIN_TRUST_RADIUS:
+                        log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
+                            f"{MIN_TRUST_RADIUS:g}, the trial ends")
+                        state.trial_done = True
+                    # without geometry optimisations a further step only restarts the optimizer;
+                    # stop the trial once a step no longer improves the loss
+                    if not minimized and before is not None and \
+                            before - end.loss <= opt.tolerance * max(1.0, abs(end.loss)):
+                        state.trial_done = True
+                    steps_run += 1
+                    checkpoint()
+                state.trial += 1
+                state.theta, state.radius, state.geometries = None, None, None
                 checkpoint()
-            state.trial += 1
-            state.theta, state.radius, state.geometries = None, None, None
+            state.finished = True
             checkpoint()
-        state.finished = True
-        checkpoint()
-    except FitInterrupted as exc:
-        # the last completed outer step's state: a resume repeats the interrupted step
-        _write_json_atomic(checkpoint_path, saved["state"])
-        completed = sum(row["event"] in STEP_EVENTS for row in saved["state"]["history"])
-        log(f"{exc}: checkpoint saved to {checkpoint_path} (after {completed} completed outer "
-            f"steps); continue with: reaxopt fit {config.path} --resume")
-        log.save()
-        raise
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        except FitInterrupted as exc:
+            # the last completed outer step's state: a resume repeats the interrupted step
+            _write_json_atomic(checkpoint_path, saved["state"])
+            completed = sum(row["event"] in STEP_EVENTS for row in saved["state"]["history"])
+            log(f"{exc}: checkpoint saved to {checkpoint_path} (after {completed} completed outer "
+                f"steps); continue with: reaxopt fit {config.path} --resume")
+            log.save()
+            raise
 
     best_theta = np.array(state.best["theta"])
     fitted = evaluate(best_theta, model_at(best_theta, "best force field"))
@@ -768,10 +594,33 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     return FitResult(out, summary, state)
 
 
-def _main_thread() -> bool:
+@contextlib.contextmanager
+def _interruptible(checkpoint_path: Path):
+    """Within it SIGINT and SIGTERM raise ``FitInterrupted`` (in the main thread; the previous
+    handlers come back after). Yields a check that raises it again: library code can swallow
+    the handler's exception (JAX reads its persistent cache in a try/except that turns errors
+    into warnings), so the fit checks before and after each evaluation."""
     import threading
 
-    return threading.current_thread() is threading.main_thread()
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        raise FitInterrupted(signum, checkpoint_path)
+
+    def raise_if_signalled() -> None:
+        if received:
+            raise FitInterrupted(received[0], checkpoint_path)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, on_signal)
+    try:
+        yield raise_if_signalled
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def _history_row(trial, step, iteration, ev: Evaluation, best, elapsed, event) -> dict:

@@ -1,0 +1,194 @@
+"""Relaxed geometries for a fit: the minimised structures relaxed under given parameters, placed
+into the loss's batches, with their geometry response.
+
+The structures that ask for minimisation relax in a model of their own, clustered apart from
+the single points (fewer, smaller shapes to compile than the loss's batches), from their input
+geometries or from geometries carried from an earlier relaxation, and are then placed into the
+loss's batches (``minimize.place_geometries``). For those that geometry targets measure, the
+response (``reaxopt.response``) says how their positions move with the parameters.
+``make_relaxer`` returns the ways to get such a model and remembers the last few (a rejected
+step's next step starts from the same relaxation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reaxopt.cluster.clustering import AutoK
+from reaxopt.config import Config
+from reaxopt.model import Model, ModelOptions, build_model, loosest_params
+from reaxopt.response import Response, relaxed_response, renumbered
+
+REMEMBERED = 4  # cache entries: a step's start and end, each under two keys
+
+
+@dataclass(frozen=True)
+class Relaxed:
+    """A model at relaxed positions; for the relaxed structures that geometry targets measure,
+    how those positions move with the parameters (``reaxopt.response``); and the geometries of
+    the minimised structures (``minimize.geometries``' form) to carry on."""
+
+    model: Model
+    response: Response | None = None
+    geometries: tuple | None = None
+
+
+def geometry_key(geometries: tuple | None) -> bytes:
+    """A cache key for geometries (``minimize.geometries``' form; None: the inputs)."""
+    if geometries is None:
+        return b"inputs"
+    digest = hashlib.sha256()
+    for positions, cell in geometries:
+        digest.update(np.ascontiguousarray(positions, float).tobytes())
+        digest.update(np.ascontiguousarray(cell, float).tobytes())
+    return digest.digest()
+
+
+def geometries_to_json(geometries: tuple) -> list:
+    """[[positions, cell], ...] (nested lists, Å) of ``minimize.geometries``' form; exact."""
+    return [[positions.tolist(), cell.tolist()] for positions, cell in geometries]
+
+
+def geometries_from_json(data: list) -> tuple:
+    """``geometries_to_json``'s inverse."""
+    return tuple((np.asarray(positions, float).reshape(-1, 3), np.asarray(cell, float))
+                 for positions, cell in data)
+
+
+def measured_rows(problem) -> set[int]:
+    """Model rows whose atom positions a geometry target measures (training or validation)."""
+    rows: set[int] = set()
+    for items in (problem.training, problem.validation):
+        if items is not None:
+            rows.update(int(r) for r in np.asarray(items.geometry["row"]).ravel())
+    return rows
+
+
+def release_compiled_code_if_crowded(share: float = 0.5) -> bool:
+    """Drop all compiled code (``jax.clear_caches``) when this process uses more than ``share``
+    of its memory maps. Each XLA CPU executable holds thousands of maps and Linux caps a
+    process at vm.max_map_count (65530 by default): the disulfide fit's loss and relaxation
+    executables together crashed a fit. The persistent compilation cache reloads what is
+    dropped (after tracing again). Returns whether it dropped; never on systems without
+    /proc."""
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        with open("/proc/self/maps", "rb") as maps:
+            used = sum(1 for _ in maps)
+    except (OSError, ValueError):
+        return False
+    if used <= share * limit:
+        return False
+    jax.clear_caches()
+    return True
+
+
+class Relaxer(NamedTuple):
+    """What ``make_relaxer`` returns.
+
+    minimized: model rows of the structures that relax. relaxed(theta, what, start=None): the
+    model with them relaxed under theta from ``start`` (geometries; None: the inputs).
+    placed(theta, geometries, what): the model with them at ``geometries`` as they are (a
+    carried relaxation) and their response under theta. ``what`` names the call in the log.
+    """
+
+    minimized: list[int]
+    relaxed: Callable[..., Relaxed]
+    placed: Callable[..., Relaxed]
+
+
+def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer:
+    """The ``Relaxer`` of ``problem`` (``fit.Problem``) under ``config``'s minimize settings."""
+    from reaxopt.minimize import geometries, place_geometries, relax
+
+    tmap, structures = problem.theta_map, problem.model_structures
+    limits = [s.max_iterations if s.max_iterations is not None else config.minimize.steps
+              for s in structures]
+    minimized = [k for k, s in enumerate(structures)
+                 if s.run_type != "single_point" and limits[k] > 0]
+    if not minimized:
+        unchanged = Relaxed(problem.model)
+        return Relaxer([], lambda *args, **kwargs: unchanged, lambda *args, **kwargs: unchanged)
+    local = {k: j for j, k in enumerate(minimized)}
+    # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
+    # follows its atoms at the relaxed cell, not the cell's own change with the parameters
+    cell_rows = [local[k] for k in minimized if structures[k].run_type == "cell_opt"]
+    measured = measured_rows(problem)
+    responding = [k for k in minimized if k in measured]
+    # automatic K weighs compilation against minimize.steps energy evaluations in each of
+    # about optimizer.steps + 2 relaxations
+    auto = AutoK(evaluations=config.minimize.steps * (config.optimizer.steps + 2),
+                 max_ratio=math.inf)
+    relax_model = build_model([structures[k] for k in minimized], problem.base_params,
+                              problem.model.topology,
+                              ModelOptions(clusters=config.clusters, auto=auto),
+                              cutoff_params=loosest_params(tmap, problem.base_params))
+    every = range(len(minimized))
+    cache: dict[bytes, Relaxed] = {}
+
+    def remember(key: bytes, relaxed: Relaxed) -> Relaxed:
+        cache[key] = relaxed
+        while len(cache) > REMEMBERED:
+            del cache[next(iter(cache))]
+        return relaxed
+
+    def recall(key: bytes) -> Relaxed | None:
+        if key in cache:
+            cache[key] = cache.pop(key)  # the most recently used is kept longest
+        return cache.get(key)
+
+    def assembled(relaxed_model, params) -> Relaxed:
+        at = geometries(relaxed_model)
+        response = None
+        if responding:
+            response = renumbered(relaxed_response(relaxed_model, params,
+                                                   [local[k] for k in responding]),
+                                  minimized, problem.model.n_max)
+        return Relaxed(place_geometries(problem.model, minimized, at), response, at)
+
+    def placed(theta, at: tuple, what: str) -> Relaxed:
+        key = b"at" + np.asarray(theta, float).tobytes() + geometry_key(at)
+        found = recall(key)
+        if found is not None:
+            return found
+        t = time.perf_counter()
+        params = tmap.to_params(jnp.asarray(theta), problem.base_params)
+        result = assembled(place_geometries(relax_model, every, at), params)
+        log(f"placed {len(minimized)} carried geometries ({what}) in "
+            f"{time.perf_counter() - t:.1f} s")
+        return remember(key, result)
+
+    def relaxed(theta, what: str, start: tuple | None = None) -> Relaxed:
+        key = b"from" + np.asarray(theta, float).tobytes() + geometry_key(start)
+        found = recall(key)
+        if found is not None:
+            return found
+        t = time.perf_counter()
+        release_compiled_code_if_crowded()
+        params = tmap.to_params(jnp.asarray(theta), problem.base_params)
+        begin = relax_model if start is None else place_geometries(relax_model, every, start)
+        relaxed_model, steps, rms = relax(begin, params, every,
+                                          [limits[k] for k in minimized],
+                                          config.minimize.rms_force, cell_rows)
+        result = assembled(relaxed_model, params)
+        release_compiled_code_if_crowded()
+        worst = int(np.argmax(rms))
+        log(f"relaxed {len(minimized)} structures ({what}"
+            f"{'' if start is None else ', from the carried geometries'}) in "
+            f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps, largest final "
+            f"RMS force {rms[worst]:.3g} kcal/mol/Å ({structures[minimized[worst]].name})"
+            + (f"; geometry response of {len(responding)}" if responding else ""))
+        remember(b"at" + np.asarray(theta, float).tobytes() + geometry_key(result.geometries),
+                 result)
+        return remember(key, result)
+
+    return Relaxer(minimized, relaxed, placed)
