@@ -543,7 +543,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
                         + ("" if end.validation_loss is None
                            else f", validation {end.validation_loss:.6g}")
-                        + f", {last['iterations']} iterations ({result.message}){verdict}")
+                        + f", {last['iterations']} iterations ({result.message}){verdict}"
+                        + _memory_note())
                     state.step += 1
                     if minimized and state.radius < MIN_TRUST_RADIUS:
                         log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
@@ -621,6 +622,18 @@ def _interruptible(checkpoint_path: Path):
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def _memory_note() -> str:
+    """'; memory now X GiB, peak Y GiB' (resident set, from /proc/self/status; '' without it):
+    what a batch job's memory request has to cover."""
+    try:
+        fields = dict(line.split(":", 1) for line in
+                      Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        now, peak = (int(fields[key].split()[0]) / 2 ** 20 for key in ("VmRSS", "VmHWM"))
+    except (OSError, KeyError, ValueError):
+        return ""
+    return f"; memory now {now:.2f} GiB, peak {peak:.2f} GiB"
 
 
 def _history_row(trial, step, iteration, ev: Evaluation, best, elapsed, event) -> dict:

@@ -213,6 +213,11 @@ def test_fit_log_reports_the_relaxation(uninterrupted):
     radii = re.findall(r"of radius ([\d.e-]+); next radius ([\d.e-]+)\)", log)
     assert len(radii) == 2 and radii[0][0] == "0.1" and radii[1][0] == radii[0][1]
     assert "accepted (in-step loss" in log
+    # each step's line gives the process's memory (resident now and peak), for batch jobs
+    memory = re.findall(r"step \d/2 done: .*; memory now ([\d.]+) GiB, peak ([\d.]+) GiB$", log,
+                        re.MULTILINE)
+    assert len(memory) == 2
+    assert all(0.05 < float(now) <= float(peak) < 64 for now, peak in memory)
 
 
 def test_trust_update_accepts_rejects_and_resizes():
