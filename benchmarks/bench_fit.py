@@ -14,7 +14,8 @@ From each run's summary.json, history.csv and run.log it records: the losses (tr
 validation where there is one), wall time, compile time (the first evaluation including
 compilation and the first relaxation), wall time of every outer step (relaxation + optimizer),
 the relaxation times, loss evaluations, and peak RSS of the process (``wait4``). The fit's
-training loss is compared with ffield_best's.
+training loss is compared with ffield_best's (the selected force field's, relaxed from the input
+geometries as ffield_best's is).
 
     python benchmarks/bench_fit.py [--names cobalt disulfide] [--steps S] [--max-iterations I]
         [--tolerance T] [--clusters auto] [--cold] [--work /tmp/reaxopt_bench_fit]
@@ -114,10 +115,17 @@ def parse_run(out_dir: Path) -> dict:
         "rmse": {part: summary[part]["rmse"] for part in ("training", "validation")
                  if summary.get(part)},
     }
-    # the lowest step-end training loss (each at geometries relaxed under its own parameters;
-    # the selected force field may be another, chosen on validation)
+    # the lowest step-end training loss (each at geometries relaxed under its own parameters,
+    # from the step start's carried geometries unless minimize.carry is off; the selected force
+    # field may be another, chosen on validation, and its loss_final is relaxed from the inputs)
     losses = [float(r["loss"]) for r in step_rows if r["loss"] not in ("", None)]
     result["training_loss_min_step_end"] = min(losses) if losses else None
+    carried = re.search(r"at the geometries the fit carried: loss ([\d.e+-]+)"
+                        r"(?:, validation ([\d.e+-]+))?", log)
+    if carried:
+        result["selected_at_carried_geometries"] = {
+            "loss": float(carried.group(1)),
+            "validation_loss": None if carried.group(2) is None else float(carried.group(2))}
     return result
 
 
@@ -168,8 +176,12 @@ def main(argv=None) -> int:
             print(f"{name} {run}: {json.dumps(case[run])}", flush=True)
         if "reference" in case and "fit" in case:
             best, fit = case["reference"]["loss_final"], case["fit"]
-            case["fit_training_loss_over_ffield_best"] = fit["training_loss_min_step_end"] / best
+            # the done-when measure: the selected force field, relaxed from the input geometries
+            # as ffield_best is, against ffield_best
             case["selected_training_loss_over_ffield_best"] = fit["loss_final"] / best
+            case["lowest_step_end_training_loss_over_ffield_best"] = (
+                fit["training_loss_min_step_end"] / best)
+            case.pop("fit_training_loss_over_ffield_best", None)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

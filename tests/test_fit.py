@@ -194,6 +194,45 @@ def test_minimised_structure_is_relaxed_for_the_loss(config):
                                   np.asarray(expected)[:n_row])
 
 
+def test_relaxer_carries_geometries_and_remembers_recent_relaxations(config):
+    from reaxopt.relaxation import REMEMBERED, make_relaxer
+
+    problem = build_problem(load_inputs(config))
+    lines: list[str] = []
+    relaxer = make_relaxer(problem, config, lines.append)
+    row = next(k for k, s in enumerate(problem.model_structures) if s.run_type == "minimize")
+    assert relaxer.minimized == [row]
+    theta0 = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
+    first = relaxer.relaxed(theta0, "a")
+    assert len(lines) == 1 and lines[0].startswith("relaxed 1 structures (a) in")
+    # asked again, by parameters or by the geometry it holds: the same relaxation, no work
+    assert relaxer.relaxed(theta0, "b") is first
+    assert relaxer.placed(theta0, first.geometries, "c") is first
+    assert len(lines) == 1
+    (x, cell), = first.geometries
+    np.testing.assert_array_equal(np.asarray(first.model.predict(problem.base_params)
+                                             .positions[row, :len(x)]), x)
+    # a relaxation from carried geometries starts there: the relaxed molecule moved rigidly
+    # by 0.3 Å feels the same (converged) forces, so FIRE takes no step and leaves it there
+    moved = ((x + np.array([0.3, -0.2, 0.1]), cell),)
+    carried = relaxer.relaxed(theta0, "d", start=moved)
+    assert "from the carried geometries" in lines[-1] and "up to 0 steps" in lines[-1]
+    np.testing.assert_array_equal(carried.geometries[0][0], moved[0][0])
+    # placed under other parameters: not relaxed, the geometry as given (no geometry item
+    # measures it, so there is no response to compute: tests/test_response.py covers that)
+    other = theta0 + 0.01 * (problem.theta_map.upper - problem.theta_map.lower)
+    placed = relaxer.placed(other, first.geometries, "e")
+    assert lines[-1].startswith("placed 1 carried geometries (e) in")
+    assert placed is not first and placed.response is None
+    np.testing.assert_array_equal(placed.geometries[0][0], x)
+    # the least recently used go first: after enough others, the first is relaxed again
+    for k in range(REMEMBERED):
+        relaxer.relaxed(theta0 + 1e-3 * (k + 1), f"filler {k}")
+    count = len(lines)
+    relaxer.relaxed(theta0, "f")
+    assert len(lines) == count + 1 and lines[-1].startswith("relaxed 1 structures (f)")
+
+
 def test_fit_log_reports_the_relaxation(uninterrupted):
     log = (uninterrupted.output_dir / "run.log").read_text()
     assert "relaxed 1 structures (starting force field)" in log
