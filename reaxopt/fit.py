@@ -550,10 +550,13 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
                             f"{MIN_TRUST_RADIUS:g}, the trial ends")
                         state.trial_done = True
-                    # without geometry optimisations a further step only restarts the optimizer;
-                    # stop the trial once a step no longer improves the loss
-                    if not minimized and before is not None and \
+                    # a step that no longer lowers the loss has converged (with relaxed
+                    # structures the step start's in-step loss is its true loss: same geometry)
+                    if accepted and before is not None and not state.trial_done and \
                             before - end.loss <= opt.tolerance * max(1.0, abs(end.loss)):
+                        log(f"trial {trial + 1}: step {step + 1} lowered the loss by "
+                            f"{before - end.loss:.3g} (tolerance {opt.tolerance:g} relative), "
+                            "converged: the trial ends")
                         state.trial_done = True
                     steps_run += 1
                     checkpoint()

@@ -275,6 +275,21 @@ def _final(result):
     return np.array(result.state.best["theta"]), result.summary["loss"]["final"]
 
 
+def test_trial_ends_when_a_step_no_longer_lowers_the_loss(config, tmp_path):
+    import re
+
+    result = run_fit(_with(config, tmp_path, steps=8, max_iterations=300, trust_radius=1.0,
+                           tolerance=1e-9), stream=False)
+    log = (tmp_path / "run.log").read_text()
+    found = re.search(r"trial 1: step (\d) lowered the loss by ([\d.e+-]+) \(tolerance 1e-09 "
+                      r"relative\), converged: the trial ends", log)
+    assert found, log[-2000:]
+    ends = [row for row in result.state.history if row["event"] == "step end"]
+    assert len(ends) == int(found.group(1)) < 8
+    previous = ends[-2]["loss"] if len(ends) > 1 else None
+    assert previous is not None and 0 <= previous - ends[-1]["loss"] <= 1e-9 * ends[-1]["loss"]
+
+
 def test_resume_after_stop_matches_uninterrupted(uninterrupted, config, tmp_path):
     stopped = _with(config, tmp_path)
     with pytest.raises(FitInterrupted):
