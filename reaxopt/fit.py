@@ -255,6 +255,7 @@ class State:
     theta: list | None = None  # current parameters of the trial (None: the trial has not started)
     trial_done: bool = False
     best: dict | None = None  # theta, selection, loss, validation_loss, trial, step, iteration
+    lowest_training: dict | None = None  # the same for the lowest training loss seen
     history: list = field(default_factory=list)
     rng: dict | None = None
     elapsed: float = 0.0  # seconds spent in earlier (interrupted) runs
@@ -434,6 +435,12 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         return value if math.isfinite(value) and ev.finite else math.inf
 
     def consider(ev: Evaluation, trial: int, step: int, iteration: int) -> None:
+        candidate = {"theta": ev.theta.tolist(), "loss": ev.loss, "data_loss": ev.data_loss,
+                     "validation_loss": ev.validation_loss, "trial": trial + 1,
+                     "step": step + 1, "iteration": iteration}
+        lowest = state.lowest_training
+        if ev.finite and math.isfinite(ev.loss) and (lowest is None or ev.loss < lowest["loss"]):
+            state.lowest_training = candidate
         score = selection(ev)
         if state.best is not None:
             previous = state.best["selection"]
@@ -441,9 +448,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             # a tie in validation (parameters it does not depend on) goes to the training loss
             if not (score < previous and not tie) and not (tie and ev.loss < state.best["loss"]):
                 return
-        state.best = {"theta": ev.theta.tolist(), "selection": score, "loss": ev.loss,
-                      "data_loss": ev.data_loss, "validation_loss": ev.validation_loss,
-                      "trial": trial + 1, "step": step + 1, "iteration": iteration}
+        state.best = {**candidate, "selection": score}
 
     if state.best is None:
         consider(initial, -1, -1, 0)  # trial 0, step 0: the starting force field
@@ -585,9 +590,20 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             + f" (at the geometries the fit carried: loss {state.best['loss']:.6g}"
             + ("" if state.best.get("validation_loss") is None
                else f", validation {state.best['validation_loss']:.6g}") + ")")
+    # selected on validation, the best force field may not be the one of the lowest training
+    # loss: that one is written too, evaluated the same way
+    lowest = None
+    if fitted.validation_loss is not None and state.lowest_training is not None and \
+            state.lowest_training["theta"] != state.best["theta"]:
+        theta_lowest = np.array(state.lowest_training["theta"])
+        lowest = evaluate(theta_lowest, model_at(theta_lowest, "lowest training loss"))
+        log(f"lowest training loss force field (trial {state.lowest_training['trial']} step "
+            f"{state.lowest_training['step']}), relaxed from the input geometries: loss "
+            f"{lowest.loss:.6g}, validation {lowest.validation_loss:.6g}")
     summary = report.write_outputs(
         out, config=config, inputs=inputs, problem=problem, initial=initial, fitted=fitted,
         theta_initial=theta_start, theta_best=best_theta, best=state.best,
+        lowest_training=None if lowest is None else (lowest, state.lowest_training),
         history=state.history, wall_seconds=elapsed(), compile_seconds=compile_seconds,
         evaluations=counter["evaluations"], log=log)
     log(f"done in {elapsed():.1f} s: loss {initial.loss:.6g} -> {fitted.loss:.6g}"

@@ -275,6 +275,42 @@ def _final(result):
     return np.array(result.state.best["theta"]), result.summary["loss"]["final"]
 
 
+def test_lowest_training_loss_force_field_is_written_when_validation_selects_another(
+        config, tmp_path, monkeypatch):
+    """Made-up losses over the real evaluation: training |u - 1|², validation |u - u₀ + 0.05|²
+    (u: the parameters scaled to their bounds, u₀ the start): validation only gets worse as
+    the fit moves towards u = 1, so it selects the start while training is lowest at the
+    last step's end."""
+    import reaxopt.fit as fit_module
+
+    real = fit_module.make_evaluator
+
+    def made_up(problem, regularization, theta_reference):
+        evaluate = real(problem, regularization, theta_reference)
+        lower, span = problem.theta_map.lower, problem.theta_map.upper - problem.theta_map.lower
+        start = (np.asarray(theta_reference) - lower) / span
+
+        def stub(theta, relaxed=None):
+            u = (np.asarray(theta) - lower) / span
+            return dataclasses.replace(evaluate(theta, relaxed),
+                                       loss=float(np.sum((u - 1.0) ** 2)),
+                                       gradient=2.0 * (u - 1.0) / span,
+                                       validation_loss=float(np.sum((u - start + 0.05) ** 2)))
+        return stub
+
+    monkeypatch.setattr(fit_module, "make_evaluator", made_up)
+    result = run_fit(_with(config, tmp_path, steps=2, max_iterations=10), stream=False)
+    summary, lowest = result.summary, result.summary["lowest_training"]
+    assert summary["best"]["step"] == 0 and lowest["step"] == 2
+    assert lowest["loss"] < summary["loss"]["final"] == summary["loss"]["initial"]
+    assert lowest["validation_loss"] > summary["validation_loss"]["final"]
+    assert "lowest training loss force field (trial 1 step 2)" in (
+        tmp_path / "run.log").read_text()
+    written = (tmp_path / "ffield_lowest_training").read_text()
+    assert written != (tmp_path / "ffield").read_text()
+    assert written.splitlines()[1:] != (config.force_field.read_text().splitlines()[1:])
+
+
 def test_trial_ends_when_a_step_no_longer_lowers_the_loss(config, tmp_path):
     import re
 

@@ -16,8 +16,11 @@ output directory:
                  validation objects with ``rmse`` per item kind (energy, forces, charge,
                  geometry, cell, heatfo) {initial, fitted} (null where the set has no such
                  item; units as in report.csv, geometry and cell pooling their units) and
-                 item counts, the fitted parameters, the best point, ``wall_seconds`` and
-                 ``compile_seconds`` (the first evaluation, compilation included).
+                 item counts, the fitted parameters, the best point, ``lowest_training``
+                 (loss, validation_loss, trial, step, iteration of the lowest training loss
+                 reached, when validation selected another; null otherwise), ``wall_seconds``
+                 and ``compile_seconds`` (the first evaluation, compilation included).
+``ffield_lowest_training``  that force field, only when it is not the selected one.
 ``config.yaml``  the resolved configuration.
 ``parity.png``, ``convergence.png``, ``scans.png``, ``summary.md``  the figures and the Markdown
                  summary (RMSE/MAE per item kind and per family, before and after), drawn by

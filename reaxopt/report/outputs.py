@@ -122,11 +122,20 @@ def _report_text(summary: dict, parameters: list[dict], rows: list[dict]) -> str
 
 def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_initial,
                   theta_best, best, history, wall_seconds, compile_seconds, evaluations,
-                  log=None) -> dict:
-    """Write every output file into ``out``; returns the summary dict."""
+                  log=None, lowest_training=None) -> dict:
+    """Write every output file into ``out``; returns the summary dict.
+
+    lowest_training: (its Evaluation, its trial/step record) of the force field with the lowest
+    training loss when the best one, selected on validation, is another: written as
+    ``ffield_lowest_training`` and summarised under ``lowest_training``."""
     out = Path(out)
     write_ffield(set_values(inputs.ffield, inputs.params, [float(v) for v in theta_best]),
                  out / "ffield")
+    if lowest_training is not None:
+        evaluation = lowest_training[0]
+        write_ffield(set_values(inputs.ffield, inputs.params,
+                                [float(v) for v in evaluation.theta]),
+                     out / "ffield_lowest_training")
     rows = item_rows("training", problem.training_info, initial.training_residuals,
                      fitted.training_residuals)
     if problem.validation_info:
@@ -150,6 +159,10 @@ def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_
                             {"initial": initial.validation_loss, "final": fitted.validation_loss}),
         "selected_on": "validation" if fitted.validation_loss is not None else "training",
         "best": {k: best[k] for k in ("trial", "step", "iteration")},
+        "lowest_training": None if lowest_training is None else {
+            "loss": lowest_training[0].loss,
+            "validation_loss": lowest_training[0].validation_loss,
+            **{k: lowest_training[1][k] for k in ("trial", "step", "iteration")}},
         "training": {"structures": sum(n.startswith("training:") for n in problem.names),
                      "items": counts(problem.training_info),
                      "rmse": _rmse(problem.training_info, initial.training_residuals,
