@@ -84,7 +84,7 @@ class MinimizeConfig:
     steps: int = 100  # geometry-optimisation steps for structures that ask for minimisation
     rms_force: float = 0.5  # kcal/mol/Å: converged below this RMS force
     method: str = "fire"
-    carry: bool = True  # each relaxation starts from the last accepted one (else the inputs)
+    carry: bool = False  # each relaxation starts from the last accepted one (else the inputs)
 
 
 @dataclass(frozen=True)

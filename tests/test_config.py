@@ -92,7 +92,7 @@ optimizer:
   random_search: 20
   regularization: 0.01
   trust_radius: 0.3
-minimize: {steps: 10, rms_force: 0.2, method: fire, carry: false}
+minimize: {steps: 10, rms_force: 0.2, method: fire, carry: true}
 loss: {energy_weight: 2.0, forces_weight: 0.5, energy_mode: absolute}
 energy: {lgvdw: true, enobonds: false}
 clusters: 3
@@ -104,7 +104,7 @@ clusters: 3
     assert (b.energy_unit, b.weight_energy, b.weight_forces) == ("eV", 0.5, 2.0)
     assert config.optimizer == OptimizerConfig("SLSQP", 0, 3, "educated", 7, 50, 1e-8, 20, 0.01,
                                                0.3)
-    assert config.minimize == MinimizeConfig(10, 0.2, "fire", False)
+    assert config.minimize == MinimizeConfig(10, 0.2, "fire", True)
     assert config.loss == LossConfig(2.0, 0.5, "absolute")
     assert config.energy == EnergyConfig(True, False)
     assert config.clusters == 3

@@ -65,6 +65,8 @@ output_dir: out
 optimizer:
   steps: 2
   max_iterations: 4
+minimize:
+  carry: true
 """)
     return load_config(folder / "fit.yaml")
 
@@ -257,6 +259,20 @@ def test_fit_log_reports_the_relaxation(uninterrupted):
                         re.MULTILINE)
     assert len(memory) == 2
     assert all(0.05 < float(now) <= float(peak) < 64 for now, peak in memory)
+
+
+def test_without_carry_every_relaxation_starts_from_the_inputs(config, tmp_path):
+    import re
+
+    run = dataclasses.replace(_with(config, tmp_path, steps=2, max_iterations=2),
+                              minimize=dataclasses.replace(config.minimize, carry=False))
+    result = run_fit(run, stream=False)
+    log = (tmp_path / "run.log").read_text()
+    # the same 43 FIRE steps as the start's relaxation (the parameters barely act on it)
+    ends = re.findall(r"relaxed 1 structures \(trial 1 step (\d) end\) in [\d.]+ s: up to "
+                      r"(\d+) steps", log)
+    assert ends == [("1", "43"), ("2", "43")]
+    assert "carried" not in log and result.state.geometries is None
 
 
 def test_trust_update_accepts_rejects_and_resizes():
