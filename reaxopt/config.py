@@ -85,6 +85,7 @@ class MinimizeConfig:
     rms_force: float = 0.5  # kcal/mol/Å: converged below this RMS force
     method: str = "fire"
     carry: bool = False  # each relaxation starts from the last accepted one (else the inputs)
+    min_stiffness: float = 10.0  # kcal/mol/Å²: softer modes respond as if this stiff (0: exact)
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,7 @@ _MINIMIZE_CHECKS = {
     "rms_force": lambda c, k, v: _float(c, k, v, positive=True),
     "method": lambda c, k, v: _choice(c, k, v, MINIMIZERS),
     "carry": _bool,
+    "min_stiffness": lambda c, k, v: _float(c, k, v, minimum=0.0),
 }
 _LOSS_CHECKS = {
     "energy_weight": lambda c, k, v: _float(c, k, v, minimum=0.0),

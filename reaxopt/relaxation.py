@@ -151,7 +151,8 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         response = None
         if responding:
             response = renumbered(relaxed_response(relaxed_model, params,
-                                                   [local[k] for k in responding]),
+                                                   [local[k] for k in responding],
+                                                   config.minimize.min_stiffness),
                                   minimized, problem.model.n_max)
         return Relaxed(place_geometries(problem.model, minimized, at), response, at)
 

@@ -14,9 +14,15 @@ relaxed positions to first order in θ,
 which equals x* at θ₀ exactly and whose derivative there is dx*/dθ. (A relaxation stopped at
 a small residual force F(x*, θ₀) is taken as it is: adding the Newton step K⁺F(x*, θ₀) would
 move soft modes far from where the relaxation, and so the step end's re-relaxation, left
-them.) So bond, angle and torsion targets of relaxed structures
-get their exact parameter gradients instead of none (a fixed geometry has zero derivative).
-Energies need no such term: at a minimum ∂E/∂x = 0, so dE(x*(θ), θ)/dθ = ∂E/∂θ already.
+them.) So bond, angle and torsion targets of relaxed structures get their exact parameter
+gradients instead of none (a fixed geometry has zero derivative). Energies need no such term:
+at a minimum ∂E/∂x = 0, so dE(x*(θ), θ)/dθ = ∂E/∂θ already.
+
+Soft modes (torsions, floppy molecules) are where that exact derivative misleads a fit: their
+minimum moves far for a small change of θ, but a relaxation stopped at a finite RMS force
+leaves them anywhere within about (force / stiffness) of it and does not follow. The fit
+therefore floors the stiffness of the internal modes (``min_stiffness``; 0 keeps the exact
+inverse): softer (or unstable) modes respond as if that stiff.
 """
 
 from __future__ import annotations
@@ -59,14 +65,19 @@ def rigid_modes(positions: np.ndarray, periodic: bool) -> np.ndarray:
 
 
 def internal_inverse(force_constants: np.ndarray, positions: np.ndarray,
-                     periodic: bool) -> np.ndarray:
+                     periodic: bool, min_stiffness: float = 0.0) -> np.ndarray:
     """K⁺ (3n, 3n): the inverse of the force constants (3n, 3n) on internal motions, zero on
     rigid ones. K is symmetrised (at fixed charges it is symmetric only up to the charge
-    response)."""
+    response). min_stiffness (kcal/mol/Å², > 0): internal modes softer than this (or unstable)
+    respond as if this stiff -- a relaxation stopped at a finite force does not follow them."""
     modes = rigid_modes(positions, periodic)
     projector = np.eye(len(force_constants)) - modes @ modes.T
-    k = projector @ (0.5 * (force_constants + force_constants.T)) @ projector
-    return projector @ np.linalg.inv(k + modes @ modes.T) @ projector
+    k = projector @ (0.5 * (force_constants + force_constants.T)) @ projector + modes @ modes.T
+    if min_stiffness <= 0.0:
+        return projector @ np.linalg.inv(k) @ projector
+    stiffness, vectors = np.linalg.eigh(k)
+    inverse = (vectors / np.maximum(stiffness, min_stiffness)) @ vectors.T
+    return projector @ inverse @ projector
 
 
 @partial(jax.jit, static_argnames="topology")
@@ -83,9 +94,10 @@ def batch_force_constants(positions, system, params: Params, topology: Topology)
     return jax.vmap(one_structure)(positions, system)
 
 
-def relaxed_response(model: Model, params: Params, rows) -> Response:
+def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 0.0) -> Response:
     """The ``Response`` of the model rows ``rows`` (their current positions taken as relaxed)
-    under ``params``: one force-constant evaluation per cluster holding any of them."""
+    under ``params``: one force-constant evaluation per cluster holding any of them.
+    min_stiffness: see ``internal_inverse``."""
     rows = np.asarray(sorted(set(int(r) for r in rows)), np.int64)
     n_max = model.n_max
     matrices = np.zeros((len(rows), 3 * n_max, 3 * n_max))
@@ -105,7 +117,7 @@ def relaxed_response(model: Model, params: Params, rows) -> Response:
             x = np.asarray(positions[b, :n])
             periodic = bool(np.any(np.asarray(system.cell[b])))
             matrices[k, :3 * n, :3 * n] = internal_inverse(
-                constants[j, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic)
+                constants[j, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic, min_stiffness)
             start_forces[k, :n] = forces[j, :n]
     return Response(jnp.asarray(rows), jnp.asarray(matrices), jnp.asarray(start_forces))
 

@@ -23,7 +23,8 @@ from reaxopt.io.geometry import read_geometries
 from reaxopt.io.params import read_params
 from reaxopt.minimize import relax
 from reaxopt.model import build_model, theta_map
-from reaxopt.response import linearised_positions, relaxed_response, rigid_modes
+from reaxopt.response import (internal_inverse, linearised_positions, relaxed_response,
+                              rigid_modes)
 from reaxopt.structure import Structure
 
 DATA = Path(__file__).resolve().parents[1] / "datasets" / "cho"
@@ -146,3 +147,23 @@ def test_linearised_geometry_starts_at_an_unconverged_relaxation(setup, relaxed_
     assert np.allclose(np.asarray(response.start_forces[0, :n]), residual, atol=1e-10)
     moved = np.asarray(linearised_positions(predictions, response).positions[0, :n])
     assert np.max(np.abs(moved - shifted)) < 1e-12
+
+
+def test_stiffness_floor_bounds_soft_modes_and_keeps_stiff_ones():
+    """K with internal stiffnesses 0.5, 2, 50 and 300 kcal/mol/Å² (and one unstable mode, -4):
+    with a floor of 10 the inverse has 1/10 on the soft and unstable modes, 1/50 and 1/300 on
+    the stiff ones; with no floor it is the exact inverse."""
+    x = np.array([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.3, 0.2], [0.4, 0.3, 1.2]])
+    rigid = rigid_modes(x, periodic=False)
+    internal = np.linalg.svd(np.eye(12) - rigid @ rigid.T)[0][:, :6]
+    stiffness = np.array([0.5, 2.0, 50.0, 300.0, -4.0, 80.0])
+    k = internal @ np.diag(stiffness) @ internal.T
+    floored = internal_inverse(k, x, periodic=False, min_stiffness=10.0)
+    expected = internal @ np.diag(1.0 / np.maximum(stiffness, 10.0)) @ internal.T
+    np.testing.assert_allclose(floored, expected, atol=1e-12)
+    np.testing.assert_allclose(internal.T @ floored @ internal,
+                               np.diag([0.1, 0.1, 0.02, 1 / 300, 0.1, 1 / 80]), atol=1e-12)
+    exact = internal_inverse(k, x, periodic=False)
+    np.testing.assert_allclose(internal.T @ exact @ internal, np.diag(1.0 / stiffness),
+                               atol=1e-12)
+    assert np.max(np.abs(exact @ rigid)) < 1e-12 and np.max(np.abs(floored @ rigid)) < 1e-12
