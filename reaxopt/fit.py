@@ -598,7 +598,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         theta_lowest = np.array(state.lowest_training["theta"])
         lowest = evaluate(theta_lowest, model_at(theta_lowest, "lowest training loss"))
         log(f"lowest training loss force field (trial {state.lowest_training['trial']} step "
-            f"{state.lowest_training['step']}), relaxed from the input geometries: loss "
+            f"{state.lowest_training['step']})"
+            f"{', relaxed from the input geometries' if minimized else ''}: loss "
             f"{lowest.loss:.6g}, validation {lowest.validation_loss:.6g}")
     summary = report.write_outputs(
         out, config=config, inputs=inputs, problem=problem, initial=initial, fitted=fitted,
