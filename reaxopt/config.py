@@ -86,6 +86,7 @@ class MinimizeConfig:
     method: str = "fire"
     carry: bool = False  # each relaxation starts from the last accepted one (else the inputs)
     min_stiffness: float = 10.0  # kcal/mol/Å²: softer modes respond as if this stiff (0: exact)
+    newton_steps: int = 0  # Newton steps after the minimiser for structures still above rms_force
 
 
 @dataclass(frozen=True)
@@ -431,6 +432,7 @@ _MINIMIZE_CHECKS = {
     "method": lambda c, k, v: _choice(c, k, v, MINIMIZERS),
     "carry": _bool,
     "min_stiffness": lambda c, k, v: _float(c, k, v, minimum=0.0),
+    "newton_steps": lambda c, k, v: _int(c, k, v, minimum=0),
 }
 _LOSS_CHECKS = {
     "energy_weight": lambda c, k, v: _float(c, k, v, minimum=0.0),

@@ -108,7 +108,7 @@ class Relaxer(NamedTuple):
 
 def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer:
     """The ``Relaxer`` of ``problem`` (``fit.Problem``) under ``config``'s minimize settings."""
-    from reaxopt.minimize import geometries, place_geometries, relax
+    from reaxopt.minimize import geometries, newton_refine, place_geometries, relax
 
     tmap, structures = problem.theta_map, problem.model_structures
     limits = [s.max_iterations if s.max_iterations is not None else config.minimize.steps
@@ -118,6 +118,11 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
     if not minimized:
         unchanged = Relaxed(problem.model)
         return Relaxer([], lambda *args, **kwargs: unchanged, lambda *args, **kwargs: unchanged)
+    restrained = [structures[k].name for k in minimized if structures[k].restraints]
+    if restrained:
+        log(f"warning: {len(restrained)} structures to relax carry BGF restraints "
+            f"({', '.join(restrained[:5])}{', ...' if len(restrained) > 5 else ''}); "
+            "reaxopt does not apply restraints yet: they relax without them")
     local = {k: j for j, k in enumerate(minimized)}
     # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
     # follows its atoms at the relaxed cell, not the cell's own change with the parameters
@@ -146,8 +151,8 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
             cache[key] = cache.pop(key)  # the most recently used is kept longest
         return cache.get(key)
 
-    def assembled(relaxed_model, params) -> Relaxed:
-        at = geometries(relaxed_model)
+    def assembled(relaxed_model, params, at: tuple | None = None) -> Relaxed:
+        at = geometries(relaxed_model) if at is None else at
         response = None
         if responding:
             response = renumbered(relaxed_response(relaxed_model, params,
@@ -162,8 +167,10 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         if found is not None:
             return found
         t = time.perf_counter()
+        release_compiled_code_if_crowded()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
-        result = assembled(place_geometries(relax_model, every, at), params)
+        result = assembled(place_geometries(relax_model, every, at), params, at)
+        release_compiled_code_if_crowded()
         log(f"placed {len(minimized)} carried geometries ({what}) in "
             f"{time.perf_counter() - t:.1f} s")
         return remember(key, result)
@@ -180,6 +187,18 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         relaxed_model, steps, rms = relax(begin, params, every,
                                           [limits[k] for k in minimized],
                                           config.minimize.rms_force, cell_rows)
+        newton = ""
+        if config.minimize.newton_steps:
+            refine = [j for j in every if j not in set(cell_rows)
+                      and rms[j] >= config.minimize.rms_force]
+            if refine:
+                before = float(np.max(rms))
+                relaxed_model, refined = newton_refine(relaxed_model, params, refine,
+                                                       config.minimize.rms_force,
+                                                       config.minimize.newton_steps)
+                rms[refine] = refined[refine]
+                newton = (f"; Newton steps for {len(refine)} (largest RMS force "
+                          f"{before:.3g} before)")
         result = assembled(relaxed_model, params)
         release_compiled_code_if_crowded()
         worst = int(np.argmax(rms))
@@ -187,6 +206,7 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
             f"{'' if start is None else ', from the carried geometries'}) in "
             f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps, largest final "
             f"RMS force {rms[worst]:.3g} kcal/mol/Å ({structures[minimized[worst]].name})"
+            + newton
             + (f"; geometry response of {len(responding)}" if responding else ""))
         remember(b"at" + np.asarray(theta, float).tobytes() + geometry_key(result.geometries),
                  result)

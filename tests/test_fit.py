@@ -235,6 +235,35 @@ def test_relaxer_carries_geometries_and_remembers_recent_relaxations(config):
     assert len(lines) == count + 1 and lines[-1].startswith("relaxed 1 structures (f)")
 
 
+def test_newton_steps_finish_relaxations_stopped_at_their_step_limit(config):
+    """minimize.steps 3 stops FIRE far from the minimum; newton_steps finish the job."""
+    from reaxopt.relaxation import make_relaxer
+    from reaxopt.structure import Restraint
+
+    problem = build_problem(load_inputs(config))
+    theta0 = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
+    rms = {}
+    for newton in (0, 8):
+        lines: list[str] = []
+        run = dataclasses.replace(config, minimize=dataclasses.replace(
+            config.minimize, steps=3, newton_steps=newton))
+        # (with a bond restraint, which the log says is not applied)
+        restraint = Restraint("bond", (0, 1), 1.1, 500.0, 1.0)
+        relaxed = make_relaxer(dataclasses.replace(problem, model_structures=[
+            dataclasses.replace(s, max_iterations=None, restraints=[restraint]
+                                if s.run_type == "minimize" else [])
+            for s in problem.model_structures]), run, lines.append).relaxed(theta0, "a")
+        assert lines[0].startswith("warning: 1 structures to relax carry BGF restraints (")
+        assert "does not apply restraints yet" in lines.pop(0)
+        row = next(k for k, s in enumerate(problem.model_structures)
+                   if s.run_type == "minimize")
+        predictions = relaxed.model.predict(problem.base_params)
+        n = int(np.sum(predictions.atom_mask[row]))
+        rms[newton] = float(np.sqrt(np.mean(np.asarray(predictions.forces[row, :n]) ** 2)))
+        assert ("Newton steps for 1" in lines[0]) == bool(newton), lines[0]
+    assert rms[0] > config.minimize.rms_force > rms[8]
+
+
 def test_fit_log_reports_the_relaxation(uninterrupted):
     log = (uninterrupted.output_dir / "run.log").read_text()
     assert "relaxed 1 structures (starting force field)" in log

@@ -21,7 +21,7 @@ from reaxopt.forcefield import build_forcefield
 from reaxopt.io.ffield import read_ffield
 from reaxopt.io.geometry import read_geometries
 from reaxopt.io.params import read_params
-from reaxopt.minimize import relax
+from reaxopt.minimize import newton_refine, relax
 from reaxopt.model import build_model, theta_map
 from reaxopt.response import (internal_inverse, linearised_positions, relaxed_response,
                               rigid_modes)
@@ -167,3 +167,23 @@ def test_stiffness_floor_bounds_soft_modes_and_keeps_stiff_ones():
     np.testing.assert_allclose(internal.T @ exact @ internal, np.diag(1.0 / stiffness),
                                atol=1e-12)
     assert np.max(np.abs(exact @ rigid)) < 1e-12 and np.max(np.abs(floored @ rigid)) < 1e-12
+
+
+def test_newton_steps_finish_an_unconverged_relaxation(setup, relaxed_model):
+    """FIRE stopped after 10 steps leaves acetaldehyde at RMS force > 0.5 kcal/mol/Å; Newton
+    steps take it to RMS < 1e-4 at a lower energy, at the minimum that Newton iterations from a
+    long FIRE relaxation reach."""
+    params, topology, tmap, molecule = setup
+    structure = Structure(molecule.name, molecule.symbols, molecule.positions,
+                          run_type="minimize")
+    started, _, rms = relax(build_model([structure], params, topology), params, [0], [10], 0.01)
+    assert rms[0] > 0.5
+    refined, refined_rms = newton_refine(started, params, [0], 1e-4, 8)
+    assert refined_rms[0] < 1e-4
+    n = len(molecule.symbols)
+    forces = np.asarray(refined.predict(params).forces[0, :n])
+    assert np.sqrt(np.mean(forces ** 2)) == pytest.approx(refined_rms[0], rel=1e-9)
+    assert float(refined.predict(params).energy[0]) < float(started.predict(params).energy[0])
+    minimum = _newton(relaxed_model, tmap.from_params(params), setup)
+    np.testing.assert_allclose(np.asarray(_internal(jnp.asarray(refined.batches[0][0][0, :n]))),
+                               np.asarray(_internal(jnp.asarray(minimum))), atol=1e-4)
