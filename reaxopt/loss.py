@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reaxopt.energy.safe_math import safe_norm
+from reaxopt.geometry import angle_between, bond_angle_torsion, wrapped_angle
 
 
 KINDS = ("energy", "forces", "charge", "geometry", "cell", "heatfo")
@@ -279,39 +279,6 @@ def compile_items(data, index: dict[str, int], energy_mode: str = "relative"
 # --------------------------------------------------------------------------------- on device
 
 
-def _minimum_image(d, cell):
-    """Minimum-image vectors d (..., 3) in the cell (zeros: a molecule, d unchanged)."""
-    periodic = jnp.abs(jnp.linalg.det(cell)) > 1e-12
-    safe = jnp.where(periodic, cell, jnp.eye(3))
-    frac = d @ jnp.linalg.inv(safe)
-    wrapped = (frac - jnp.round(frac)) @ safe
-    return jnp.where(periodic, wrapped, d)
-
-
-def _safe_arctan2(y, x):
-    """arctan2 with a zero (not NaN) gradient at y = x = 0, where the angle is undefined."""
-    ok = x * x + y * y > 0
-    return jnp.where(ok, jnp.arctan2(jnp.where(ok, y, 0.0), jnp.where(ok, x, 1.0)), 0.0)
-
-
-def _angle_between(u, v):
-    """Angle (radians) between vectors u, v (..., 3), via atan2 (stable near 0 and pi; finite
-    gradients at exactly 0 and pi, where the angle has a kink)."""
-    return _safe_arctan2(safe_norm(jnp.cross(u, v)), jnp.sum(u * v, axis=-1))
-
-
-def _dihedral(b0, b1, b2):
-    """Torsion angle (radians, in (-pi, pi]) of the bond vectors b0 = 2-1, b1 = 3-2, b2 = 4-3.
-
-    IUPAC sign convention (as ReaxFF training sets use it): positive when, looking along the
-    central bond from atom 2 to atom 3, the bond to atom 1 turns clockwise onto the bond to 4.
-    """
-    n1 = jnp.cross(b0, b1)
-    n2 = jnp.cross(b1, b2)
-    y = jnp.linalg.norm(b1, axis=-1) * jnp.sum(b0 * n2, axis=-1)
-    return _safe_arctan2(y, jnp.sum(n1 * n2, axis=-1))
-
-
 def rms_forces(predictions) -> Any:
     """(S,) root mean square force component over each structure's real atoms, kcal/mol/Å."""
     mask = predictions.atom_mask[..., None]
@@ -324,7 +291,7 @@ def cell_parameters(cell):
     """(…, 6): a, b, c (Å), alpha, beta, gamma (radians) of row-vector cells (…, 3, 3)."""
     a, b, c = cell[..., 0, :], cell[..., 1, :], cell[..., 2, :]
     lengths = [jnp.linalg.norm(v, axis=-1) for v in (a, b, c)]
-    angles = [_angle_between(b, c), _angle_between(a, c), _angle_between(a, b)]
+    angles = [angle_between(b, c), angle_between(a, c), angle_between(a, b)]
     return jnp.stack(lengths + angles, axis=-1)
 
 
@@ -332,17 +299,8 @@ def _geometry_values(items: dict, predictions):
     x = predictions.positions[items["row"]]  # (G, N, 3)
     cell = predictions.cell[items["row"]]
     pick = jax.vmap(lambda xs, k: xs[k])
-    p = [pick(x, items["atoms"][:, k]) for k in range(4)]
-    d01 = jax.vmap(_minimum_image)(p[1] - p[0], cell)
-    d12 = jax.vmap(_minimum_image)(p[2] - p[1], cell)
-    d23 = jax.vmap(_minimum_image)(p[3] - p[2], cell)
-    # avoid zero vectors in unused branches (their gradients would be NaN)
-    safe = lambda d: jnp.where(jnp.sum(d * d, -1, keepdims=True) > 1e-20, d,  # noqa: E731
-                               jnp.array([1.0, 0.0, 0.0]))
-    d01, d12, d23 = safe(d01), safe(d12), safe(d23)
-    bond = jnp.linalg.norm(d01, axis=-1)
-    angle = _angle_between(-d01, d12)
-    torsion = _dihedral(d01, d12, d23)
+    bond, angle, torsion = bond_angle_torsion(*(pick(x, items["atoms"][:, k]) for k in range(4)),
+                                              cell)
     rmsg = rms_forces(predictions)[items["row"]]
     code = items["code"]
     return jnp.select([code == 0, code == 1, code == 2], [bond, angle, torsion], rmsg)
@@ -364,8 +322,7 @@ def residuals(items: CompiledItems, predictions) -> dict:
     out["charge"] = predictions.charges[q["row"], q["atom"]] - q["reference"]
     g = items.geometry
     r = _geometry_values(g, predictions) - g["reference"]
-    wrapped = jnp.mod(r + jnp.pi, 2.0 * jnp.pi) - jnp.pi
-    out["geometry"] = jnp.where(g["code"] == GEOMETRY_CODES["torsion"], wrapped, r)
+    out["geometry"] = jnp.where(g["code"] == GEOMETRY_CODES["torsion"], wrapped_angle(r), r)
     c = items.cell
     values = cell_parameters(predictions.cell[c["row"]])
     out["cell"] = jnp.take_along_axis(values, c["parameter"][:, None], axis=1)[:, 0] \

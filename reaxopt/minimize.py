@@ -58,6 +58,9 @@ from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, sta
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
 from reaxopt.model import energy_forces_virial_moving
+from reaxopt.restraints import batch_energy_forces as restraint_energy_forces
+from reaxopt.restraints import batch_of as restraints_of
+from reaxopt.restraints import energy_forces_virial as restraint_energy_forces_virial
 
 KCAL_PER_EV = 23.060547830619029  # kcal/mol per eV (forces are scaled to eV/Å for FIRE's steps)
 DT, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA0, F_ALPHA, MAX_STEP = (0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99,
@@ -113,11 +116,13 @@ def cell_reach(positions, atom_mask, cutoff: float) -> np.ndarray:
 
 @partial(jax.jit, static_argnames="topology")
 def fire_batch(positions, cells, state: FireState, system, params: Params, anchors,
-               cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, topology):
+               cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, topology,
+               restraints=None):
     """FIRE on a batch: positions (B, n, 3) Å; cells (B, 3, 3) Å (row vectors); anchors
     (B, n, 3) and cell_anchors (B, 3, 3) where the lists were built; half_skin (B,) Å; reach
     (B,) Å (``cell_reach``); cell_free (B,) bool: the cell relaxes too; max_steps (B,) int
-    (counted in ``state.steps``); rms_force kcal/mol/Å.
+    (counted in ``state.steps``); rms_force kcal/mol/Å; restraints: the batch's
+    ``RestraintArrays`` (B, R) or None (their forces and virial add to ReaxFF's).
 
     A structure runs until converged, out of steps, or until its next step could move a pair
     vector of its lists by more than its skin (that step is not taken). Returns (positions,
@@ -132,6 +137,10 @@ def fire_batch(positions, cells, state: FireState, system, params: Params, ancho
         moved = dataclasses.replace(system, cell=cell)
         _, f, w = jax.vmap(energy_forces_virial_moving, in_axes=(0, 0, None, None))(
             x, moved, params, topology)
+        if restraints is not None:
+            _, f_restraint, w_restraint = jax.vmap(restraint_energy_forces_virial)(
+                x, cell, restraints)
+            f, w = f + f_restraint, w + w_restraint
         return (jnp.where(mask[..., None], f, 0.0) / KCAL_PER_EV,
                 jnp.where(free, w, 0.0) / (CELL_LENGTH * KCAL_PER_EV))
 
@@ -218,13 +227,16 @@ def rebuild_lists(model, batch: int, slots, positions) -> tuple[Any, Any]:
                         for s in systems]), sizes
 
 
-def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()):
+def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=(),
+          restraints=None):
     """(model with relaxed positions, steps (S,), rms force (S,)) for the model rows ``rows``.
 
     rows: model rows to relax (built with a skin, ``ModelOptions.skin``); max_steps: (S,) step
     limit per structure (used for ``rows``); cell_rows: those of ``rows`` whose cell relaxes too
-    (periodic ones only). The returned model's lists of the relaxed rows hold every interaction
-    at the relaxed positions and cells (rebuilt and re-padded as needed).
+    (periodic ones only); restraints: per model row, its BGF restraints (``reaxopt.restraints``;
+    None: none), which the relaxation adds to the energy. The returned model's lists of the
+    relaxed rows hold every interaction at the relaxed positions and cells (rebuilt and
+    re-padded as needed). RMS forces include the restraints' forces.
     """
     rows = np.asarray(rows, int)
     n = model.n_structures
@@ -246,6 +258,7 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
         periodic = np.any(np.asarray(model.batches[c][1].cell)[picked] != 0.0, axis=(1, 2))
         cell_free = jnp.asarray(cell_select[members[picked]] & periodic)
         state = fire_start(model.batches[c][0][picked])
+        batch_restraints = restraints_of(restraints, members[picked])
         while True:
             positions, system = model.batches[c]
             sub = jax.tree_util.tree_map(lambda a: a[picked], system)
@@ -255,7 +268,7 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
                 positions[picked], sub.cell, state, sub, params, model.anchors[c][picked],
                 model.cell_anchors[c][picked], half_skin, jnp.asarray(reach), cell_free,
                 jnp.asarray(limit[members[picked]]), jnp.asarray(float(rms_force)),
-                topology=model.topology)
+                topology=model.topology, restraints=batch_restraints)
             system = dataclasses.replace(system, cell=system.cell.at[picked].set(cells))
             model = _replace_batch(model, c, positions=positions.at[picked].set(x),
                                    system=system)
@@ -343,7 +356,22 @@ NEWTON_MAX_STEP = 0.2  # Å: the largest atom displacement of one Newton step
 NEWTON_HALVINGS = 4  # step halvings tried before a structure keeps its geometry
 
 
-def newton_refine(model, params: Params, rows, rms_force: float, iterations: int):
+def restraint_terms(model, restraints) -> tuple[np.ndarray, np.ndarray]:
+    """(energy (S,) kcal/mol, forces (S, n_max, 3) kcal/mol/Å) of the restraints of every
+    structure of ``model`` at its current positions (``restraints``: per model row, or None)."""
+    energy = np.zeros(model.n_structures)
+    forces = np.zeros((model.n_structures, model.n_max, 3))
+    for (positions, system), members in zip(model.batches, model.members):
+        arrays = restraints_of(restraints, members)
+        if arrays is not None:
+            e, f = restraint_energy_forces(positions, system.cell, arrays)
+            energy[members] = np.asarray(e)
+            forces[members, :f.shape[1]] = np.asarray(f)
+    return energy, forces
+
+
+def newton_refine(model, params: Params, rows, rms_force: float, iterations: int,
+                  restraints=None):
     """(model, rms force (S,)) with the structures at model rows ``rows`` moved by up to
     ``iterations`` Newton steps x <- x + t K⁺F towards their minimum, each until its RMS force
     is below ``rms_force`` (kcal/mol/Å).
@@ -355,7 +383,8 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
     minimum Newton converges quadratically where FIRE's fixed step limit leaves stiff molecules
     (soft torsions beside stiff bonds) at a finite force: a refined geometry follows the
     parameters smoothly, as the fit's trust-region steps assume. Atoms only: cells are left as
-    they are (rows with a relaxing cell should not be passed)."""
+    they are (rows with a relaxing cell should not be passed). restraints: per model row, its
+    BGF restraints (None: none), added to the energy and forces as ``relax`` adds them."""
     from reaxopt.response import relaxed_response
 
     rows = [int(r) for r in rows]
@@ -363,8 +392,9 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
 
     def state(m):
         predictions = m.predict(params)
-        energy = np.array(predictions.energy)
-        forces = np.asarray(predictions.forces)
+        restraint_energy, restraint_forces = restraint_terms(m, restraints)
+        energy = np.array(predictions.energy) + restraint_energy
+        forces = np.asarray(predictions.forces) + restraint_forces
         rms = np.array([np.sqrt(np.mean(forces[k, :model.n_atoms[k]] ** 2)) for k in
                         range(model.n_structures)])
         return energy, rms
@@ -378,14 +408,15 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
         if not active:
             break
         # the force constants of all ``rows`` each time: the same batch shapes compile once
-        response = relaxed_response(model, params, rows, NEWTON_FLOOR)
+        response = relaxed_response(model, params, rows, NEWTON_FLOOR, restraints)
         local = {int(r): j for j, r in enumerate(np.asarray(response.rows))}
         steps = {}
         for k in active:
             n = model.n_atoms[k]
             j = local[k]
             inverse = np.asarray(response.inverse_force_constants[j, :3 * n, :3 * n])
-            force = np.asarray(response.start_forces[j, :n]).ravel()
+            force = np.asarray(response.start_forces[j, :n]
+                               + response.restraint_forces[j, :n]).ravel()
             step = (inverse @ force).reshape(n, 3)
             largest = np.max(np.linalg.norm(step, axis=1), initial=0.0)
             steps[k] = step * min(1.0, NEWTON_MAX_STEP / max(largest, 1e-30))
@@ -396,9 +427,12 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
                                                       for k in pending])
             trial_energy, trial_rms = state(trial)
             better = [k for k in pending if trial_energy[k] < energy[k]]
-            if better:
+            if len(better) == len(pending):
+                model = trial
+            elif better:  # only the structures whose energy dropped move
                 model = place_geometries(model, better, [(at[k][0] + scale * steps[k], at[k][1])
                                                          for k in better])
+            if better:
                 for k in better:
                     at[k] = (at[k][0] + scale * steps[k], at[k][1])
                     energy[k], rms[k] = trial_energy[k], trial_rms[k]

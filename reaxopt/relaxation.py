@@ -118,17 +118,16 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
     if not minimized:
         unchanged = Relaxed(problem.model)
         return Relaxer([], lambda *args, **kwargs: unchanged, lambda *args, **kwargs: unchanged)
-    restrained = [structures[k].name for k in minimized if structures[k].restraints]
-    if restrained:
-        log(f"warning: {len(restrained)} structures to relax carry BGF restraints "
-            f"({', '.join(restrained[:5])}{', ...' if len(restrained) > 5 else ''}); "
-            "reaxopt does not apply restraints yet: they relax without them")
+    # BGF restraints add to the energy of the relaxations (reaxopt.restraints); per local row
+    restraints = [structures[k].restraints for k in minimized]
     local = {k: j for j, k in enumerate(minimized)}
     # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
     # follows its atoms at the relaxed cell, not the cell's own change with the parameters
     cell_rows = [local[k] for k in minimized if structures[k].run_type == "cell_opt"]
+    cells_relaxing = set(cell_rows)
     measured = measured_rows(problem)
-    responding = [k for k in minimized if k in measured]
+    # restrained structures respond for their energies too (reaxopt.response)
+    responding = [k for k in minimized if k in measured or structures[k].restraints]
     # automatic K weighs compilation against minimize.steps energy evaluations in each of
     # about optimizer.steps + 2 relaxations
     auto = AutoK(evaluations=config.minimize.steps * (config.optimizer.steps + 2),
@@ -157,7 +156,7 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         if responding:
             response = renumbered(relaxed_response(relaxed_model, params,
                                                    [local[k] for k in responding],
-                                                   config.minimize.min_stiffness),
+                                                   config.minimize.min_stiffness, restraints),
                                   minimized, problem.model.n_max)
         return Relaxed(place_geometries(problem.model, minimized, at), response, at)
 
@@ -186,16 +185,17 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         begin = relax_model if start is None else place_geometries(relax_model, every, start)
         relaxed_model, steps, rms = relax(begin, params, every,
                                           [limits[k] for k in minimized],
-                                          config.minimize.rms_force, cell_rows)
+                                          config.minimize.rms_force, cell_rows, restraints)
         newton = ""
         if config.minimize.newton_steps:
-            refine = [j for j in every if j not in set(cell_rows)
+            refine = [j for j in every if j not in cells_relaxing
                       and rms[j] >= config.minimize.rms_force]
             if refine:
                 before = float(np.max(rms))
                 relaxed_model, refined = newton_refine(relaxed_model, params, refine,
                                                        config.minimize.rms_force,
-                                                       config.minimize.newton_steps)
+                                                       config.minimize.newton_steps,
+                                                       restraints)
                 rms[refine] = refined[refine]
                 newton = (f"; Newton steps for {len(refine)} (largest RMS force "
                           f"{before:.3g} before)")

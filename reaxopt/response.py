@@ -18,6 +18,12 @@ them.) So bond, angle and torsion targets of relaxed structures get their exact 
 gradients instead of none (a fixed geometry has zero derivative). Energies need no such term:
 at a minimum ∂E/∂x = 0, so dE(x*(θ), θ)/dθ = ∂E/∂θ already.
 
+Restrained structures (BGF restraints, ``reaxopt.restraints``) relax under ReaxFF's energy plus
+the restraints': K then includes the restraints' force constants, F stays ReaxFF's (the
+restraints do not depend on θ and cancel in the difference), and because ReaxFF's force at
+x* is balanced by the restraint force F_r rather than zero, their energy moves to first order
+as E(x*, θ) + F_r · (x̃ - x*) (so its derivative holds the -F·dx*/dθ term a minimum lacks).
+
 Soft modes (torsions, floppy molecules) are where that exact derivative misleads a fit: their
 minimum moves far for a small change of θ, but a relaxation stopped at a finite RMS force
 leaves them anywhere within about (force / stiffness) of it and does not follow. The fit
@@ -38,18 +44,23 @@ import numpy as np
 
 from reaxopt.forcefield import Params, Topology
 from reaxopt.model import Model, energy_forces_charges_moving
+from reaxopt.restraints import batch_energy_forces as restraint_energy_forces
+from reaxopt.restraints import batch_force_constants as restraint_force_constants
+from reaxopt.restraints import batch_of as restraints_of
 
 
 @jax.tree_util.register_dataclass
 @dataclass
 class Response:
-    """Rows (M,) of the structures that move with θ, their K⁺ (M, 3N, 3N) in Å²·mol/kcal and
-    the residual forces F(x*, θ₀) (M, N, 3) in kcal/mol/Å, N the model's largest padded atom
-    count (padding atoms: zeros)."""
+    """Rows (M,) of the structures that move with θ, their K⁺ (M, 3N, 3N) in Å²·mol/kcal, the
+    residual ReaxFF forces F(x*, θ₀) (M, N, 3) and the restraint forces F_r(x*) (M, N, 3) in
+    kcal/mol/Å (zeros without restraints), N the model's largest padded atom count (padding
+    atoms: zeros)."""
 
     rows: Any
     inverse_force_constants: Any
     start_forces: Any
+    restraint_forces: Any
 
 
 def rigid_modes(positions: np.ndarray, periodic: bool) -> np.ndarray:
@@ -94,14 +105,17 @@ def batch_force_constants(positions, system, params: Params, topology: Topology)
     return jax.vmap(one_structure)(positions, system)
 
 
-def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 0.0) -> Response:
+def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 0.0,
+                     restraints=None) -> Response:
     """The ``Response`` of the model rows ``rows`` (their current positions taken as relaxed)
     under ``params``: one force-constant evaluation per cluster holding any of them.
-    min_stiffness: see ``internal_inverse``."""
+    min_stiffness: see ``internal_inverse``; restraints: per model row, the BGF restraints its
+    relaxation applied (None: none)."""
     rows = np.asarray(sorted(set(int(r) for r in rows)), np.int64)
     n_max = model.n_max
     matrices = np.zeros((len(rows), 3 * n_max, 3 * n_max))
     start_forces = np.zeros((len(rows), n_max, 3))
+    restraint_forces = np.zeros((len(rows), n_max, 3))
     where = {int(row): k for k, row in enumerate(rows)}
     for (positions, system), members in zip(model.batches, model.members):
         wanted = [(b, where[int(m)]) for b, m in enumerate(members) if int(m) in where]
@@ -112,6 +126,13 @@ def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 
         sub = jax.tree_util.tree_map(lambda a: a[slots], system)
         constants, forces = map(np.asarray, batch_force_constants(
             positions[slots], sub, params, topology=model.topology))
+        restrained = restraints_of(restraints, members[slots])
+        pulled = np.zeros_like(forces)
+        if restrained is not None:
+            constants = constants + np.asarray(restraint_force_constants(
+                positions[slots], sub.cell, restrained))
+            pulled = np.asarray(restraint_energy_forces(positions[slots], sub.cell,
+                                                        restrained)[1])
         for j, (b, k) in enumerate(wanted):
             n = model.n_atoms[int(members[b])]
             x = np.asarray(positions[b, :n])
@@ -119,7 +140,9 @@ def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 
             matrices[k, :3 * n, :3 * n] = internal_inverse(
                 constants[j, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic, min_stiffness)
             start_forces[k, :n] = forces[j, :n]
-    return Response(jnp.asarray(rows), jnp.asarray(matrices), jnp.asarray(start_forces))
+            restraint_forces[k, :n] = pulled[j, :n]
+    return Response(jnp.asarray(rows), jnp.asarray(matrices), jnp.asarray(start_forces),
+                    jnp.asarray(restraint_forces))
 
 
 def renumbered(response: Response, rows, n_max: int) -> Response:
@@ -127,18 +150,24 @@ def renumbered(response: Response, rows, n_max: int) -> Response:
     the model they belong to: its rows mapped to ``rows``, K⁺ zero-padded to ``n_max`` atoms."""
     local = np.asarray(response.rows)
     matrices = np.asarray(response.inverse_force_constants)
-    forces = np.asarray(response.start_forces)
     extra = 3 * n_max - matrices.shape[1]
+
+    def padded(forces):
+        return jnp.asarray(np.pad(np.asarray(forces), ((0, 0), (0, extra // 3), (0, 0))))
+
     return Response(jnp.asarray(np.asarray(rows, np.int64)[local]),
                     jnp.asarray(np.pad(matrices, ((0, 0), (0, extra), (0, extra)))),
-                    jnp.asarray(np.pad(forces, ((0, 0), (0, extra // 3), (0, 0)))))
+                    padded(response.start_forces), padded(response.restraint_forces))
 
 
 def linearised_positions(predictions, response: Response):
-    """``predictions`` with the response rows' positions moved to x* + K⁺ (F - F₀) (pure,
-    jittable; differentiable through the forces F)."""
+    """``predictions`` with the response rows' positions moved to x* + K⁺ (F - F₀) and their
+    energies by F_r · K⁺ (F - F₀) (zero without restraints) (pure, jittable; differentiable
+    through the forces F)."""
     rows = response.rows
     forces = predictions.forces[rows] - response.start_forces
     step = jnp.einsum("mij,mj->mi", response.inverse_force_constants,
                       forces.reshape(forces.shape[0], -1)).reshape(forces.shape)
-    return dataclasses.replace(predictions, positions=predictions.positions.at[rows].add(step))
+    work = jnp.sum(response.restraint_forces * step, axis=(1, 2))
+    return dataclasses.replace(predictions, positions=predictions.positions.at[rows].add(step),
+                               energy=predictions.energy.at[rows].add(work))

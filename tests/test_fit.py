@@ -237,6 +237,7 @@ def test_relaxer_carries_geometries_and_remembers_recent_relaxations(config):
 
 def test_newton_steps_finish_relaxations_stopped_at_their_step_limit(config):
     """minimize.steps 3 stops FIRE far from the minimum; newton_steps finish the job."""
+    from reaxopt.minimize import restraint_terms
     from reaxopt.relaxation import make_relaxer
     from reaxopt.structure import Restraint
 
@@ -247,20 +248,24 @@ def test_newton_steps_finish_relaxations_stopped_at_their_step_limit(config):
         lines: list[str] = []
         run = dataclasses.replace(config, minimize=dataclasses.replace(
             config.minimize, steps=3, newton_steps=newton))
-        # (with a bond restraint, which the log says is not applied)
-        restraint = Restraint("bond", (0, 1), 1.1, 500.0, 1.0)
+        # with a bond restraint, which FIRE and the Newton steps add to ReaxFF's forces
+        restraints = [[Restraint("bond", (0, 1), 1.3, 500.0, 1.0)]
+                      if s.run_type == "minimize" else [] for s in problem.model_structures]
         relaxed = make_relaxer(dataclasses.replace(problem, model_structures=[
-            dataclasses.replace(s, max_iterations=None, restraints=[restraint]
-                                if s.run_type == "minimize" else [])
-            for s in problem.model_structures]), run, lines.append).relaxed(theta0, "a")
-        assert lines[0].startswith("warning: 1 structures to relax carry BGF restraints (")
-        assert "does not apply restraints yet" in lines.pop(0)
+            dataclasses.replace(s, max_iterations=None, restraints=r)
+            for s, r in zip(problem.model_structures, restraints)]), run,
+            lines.append).relaxed(theta0, "a")
         row = next(k for k, s in enumerate(problem.model_structures)
                    if s.run_type == "minimize")
         predictions = relaxed.model.predict(problem.base_params)
         n = int(np.sum(predictions.atom_mask[row]))
-        rms[newton] = float(np.sqrt(np.mean(np.asarray(predictions.forces[row, :n]) ** 2)))
+        pulled = restraint_terms(relaxed.model, restraints)[1][row, :n]
+        assert np.max(np.abs(pulled)) > 1.0
+        total = np.asarray(predictions.forces[row, :n]) + pulled
+        rms[newton] = float(np.sqrt(np.mean(total ** 2)))
         assert ("Newton steps for 1" in lines[0]) == bool(newton), lines[0]
+        # a restrained structure responds to the parameters (its energy moves with x*)
+        assert list(np.asarray(relaxed.response.rows)) == [row]
     assert rms[0] > config.minimize.rms_force > rms[8]
 
 

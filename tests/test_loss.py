@@ -256,7 +256,7 @@ def test_angle_and_torsion_have_finite_gradients_where_undefined():
     import jax
     import jax.numpy as jnp
 
-    from reaxopt.loss import _angle_between, _dihedral
+    from reaxopt.geometry import angle_between as _angle_between, dihedral as _dihedral
 
     u, v = jnp.array([1.0, 0.0, 0.0]), jnp.array([-2.0, 0.0, 0.0])
     assert float(_angle_between(u, v)) == pytest.approx(np.pi)
