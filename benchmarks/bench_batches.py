@@ -84,15 +84,16 @@ def _inputs(name: str):
     return inputs, theta_map(inputs.params)
 
 
-def fit_case(name: str, clusters):
-    """(model, evaluate(theta), theta0, theta map): the fit's loss and gradient, K clusters."""
+def fit_case(name: str, clusters, packed: bool = False):
+    """(model, evaluate(theta), theta0, theta map): the fit's loss and gradient, K clusters
+    (``packed``: as the fit evaluates it, all structures in one packed system)."""
     import numpy as np
 
     from reaxopt.fit import build_problem, make_evaluator
     from reaxopt.model import ModelOptions
 
     inputs, tmap = _inputs(name)
-    problem = build_problem(inputs, ModelOptions(clusters=clusters))
+    problem = build_problem(inputs, ModelOptions(clusters=clusters, packed=packed))
     theta0 = np.clip(problem.theta_start, tmap.lower, tmap.upper)
     evaluate = make_evaluator(problem, inputs.config.optimizer.regularization, theta0)
 

@@ -72,7 +72,7 @@ def loss_grad_worker(name: str, repeats: int) -> dict:
     _compilation_cache()
     clock = CompileClock()
     start = time.perf_counter()
-    model, run, theta0, tmap = fit_case(name, "auto")
+    model, run, theta0, tmap = fit_case(name, "auto", packed=True)
     build_s = time.perf_counter() - start
     start = time.perf_counter()
     run(theta0)
@@ -136,7 +136,7 @@ def energy_forces_worker(name: str, repeats: int) -> dict:
     structures = read_geometries(SHARED / name / "geo")
     params, topology = build_forcefield(read_ffield(path))
     start = time.perf_counter()
-    model = build_model(structures, params, topology, ModelOptions(clusters="auto"))
+    model = build_model(structures, params, topology, ModelOptions(packed=True))
     build_s = time.perf_counter() - start
     start = time.perf_counter()
     jax.block_until_ready(model.predict(params).forces)

@@ -140,7 +140,7 @@ def forcefield_for(ffield, config: Config) -> tuple[Params, Topology]:
 def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Problem:
     """Build the model over the training and validation structures and compile the items."""
     config = inputs.config
-    options = options or ModelOptions(clusters=config.clusters)
+    options = options or ModelOptions(clusters=config.clusters, packed=True)
     params, topology = forcefield_for(inputs.ffield, config)
     tmap = theta_map(inputs.params)
     if tmap.size == 0:
@@ -403,8 +403,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     carry = minimized and config.minimize.carry
     model_at = relaxer.relaxed
 
-    log(f"model: {problem.model.n_structures} structures in {len(problem.model.batches)} "
-        f"padded batch(es); training items {sum(problem.training.counts().values())}, "
+    log(f"model: {problem.model.n_structures} structures; training items "
+        f"{sum(problem.training.counts().values())}, "
         f"validation items {len(problem.validation_info)}; {tmap.size} parameters")
     for line in problem.model.summary_lines():
         log(line)

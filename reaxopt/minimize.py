@@ -57,7 +57,7 @@ from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, sta
                                      system_interaction_sizes, unstack_tree)
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
-from reaxopt.model import energy_forces_virial_moving
+from reaxopt.model import energy_forces_virial_moving, refresh_packed
 from reaxopt.restraints import batch_energy_forces as restraint_energy_forces
 from reaxopt.restraints import batch_of as restraints_of
 from reaxopt.restraints import energy_forces_virial as restraint_energy_forces_virial
@@ -285,6 +285,8 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
                     jnp.asarray(system.cell)[slots]), sizes=sizes)
         steps_out[members[picked]] = np.asarray(state.steps)
         rms_out[members[picked]] = np.asarray(rms)
+    if model.packed is not None:
+        model = refresh_packed(model)
     return model, steps_out, rms_out
 
 
@@ -348,7 +350,7 @@ def place_geometries(model, rows, placed):
                 anchors=model.anchors[c].at[np.array(stale)].set(positions[stale]),
                 cell_anchors=model.cell_anchors[c].at[np.array(stale)].set(cells[stale]),
                 sizes=sizes)
-    return model
+    return model if model.packed is None else refresh_packed(model)
 
 
 NEWTON_FLOOR = 1.0  # kcal/mol/Å²: softer (or unstable) internal modes step as if this stiff

@@ -56,6 +56,7 @@ from reaxopt.energy.total import (System, energy_forces_charges, energy_forces_v
 from reaxopt.evaluate import build_system, pad_system, stack_systems
 from reaxopt.forcefield import ATOM, BOND, OFFDIAG, Params, Topology, expand
 from reaxopt.io.ffield import SECTIONS
+from reaxopt.packed import SIZE_NAMES, pack_model, packed_outputs, unpacked
 from reaxopt.structure import Structure
 
 # Params field of each params-file section
@@ -143,13 +144,16 @@ class ModelOptions:
     number of clusters (compiled shapes; at least the number of structures gives one per
     structure); skin: Å added to every cutoff of the structures that are minimised (run type
     other than single_point), so that their lists stay complete while atoms move up to skin/2
-    (at least twice FIRE's largest step, 0.2 Å).
+    (at least twice FIRE's largest step, 0.2 Å); packed: predictions and gradients evaluate
+    all structures as one packed system (``reaxopt.packed``: one compilation whatever the
+    clusters) instead of batch by batch.
     """
 
     bond_margin: float = 0.1
     clusters: int | str = "auto"
     skin: float = 0.5
     auto: AutoK = AutoK()
+    packed: bool = False
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["energy", "forces", "charges",
@@ -168,7 +172,7 @@ class Predictions:
 
 
 @partial(jax.tree_util.register_dataclass,
-         data_fields=["batches", "order", "anchors", "cell_anchors"],
+         data_fields=["batches", "order", "anchors", "cell_anchors", "packed"],
          meta_fields=["topology", "names", "n_atoms", "n_max", "sizes", "clustering", "cutoffs",
                       "skins", "with_forces"])
 @dataclass
@@ -185,7 +189,9 @@ class Model:
     built with; cutoffs: the lists' cutoffs before the skin; skins:
     per structure, the skin (Å) its lists were built with (0: a fixed geometry); with_forces:
     whether predictions carry forces (False: zeros, and the energy's derivatives are only taken
-    once, so a loss without force items compiles and runs without second derivatives).
+    once, so a loss without force items compiles and runs without second derivatives);
+    packed: the structures as one packed system (``reaxopt.packed.Packed``, kept in step with
+    the batches by ``refresh_packed``) or None: predictions then come from it.
     """
 
     batches: tuple
@@ -201,6 +207,7 @@ class Model:
     cutoffs: Cutoffs
     skins: tuple[float, ...]
     with_forces: bool = True
+    packed: Any = None
 
     def predict(self, params: Params) -> Predictions:
         return predict(self, params)
@@ -216,7 +223,12 @@ class Model:
 
     def summary_lines(self) -> list[str]:
         """The clustering as a table (``reaxopt cluster``'s): clusters, structures, padded sizes,
-        padded vs unpadded cost, compile count."""
+        padded vs unpadded cost, compile count; for a packed model its padded totals."""
+        if self.packed is not None:
+            return [f"packed: {self.n_structures} structures in one system of "
+                    + ", ".join(f"{size} {name.replace('_', ' ')}" for name, size in
+                                zip(SIZE_NAMES, self.packed.sizes))
+                    + " (padded totals; one compilation)"]
         summary = clustering_summary(self.clustering, list(self.names))
         chosen = "chosen automatically" if self.clustering.candidates else "as configured"
         shapes = {(sizes, len(members)) for sizes, members in zip(self.sizes, self.members)}
@@ -279,12 +291,21 @@ def build_model(structures: list[Structure], params: Params, topology: Topology,
         cell_anchors.append(jnp.asarray(system.cell))
         rows[members] = offset + np.arange(len(members))
         offset += len(members)
-    return Model(batches=tuple(batches), order=jnp.asarray(rows), anchors=tuple(anchors),
-                 cell_anchors=tuple(cell_anchors),
-                 topology=topology, names=tuple(s.name for s in structures),
-                 n_atoms=tuple(s.n_atoms for s in structures),
-                 n_max=max(p.atoms for p in clustering.padded), sizes=clustering.padded,
-                 clustering=clustering, cutoffs=cutoffs, skins=skins)
+    model = Model(batches=tuple(batches), order=jnp.asarray(rows), anchors=tuple(anchors),
+                  cell_anchors=tuple(cell_anchors),
+                  topology=topology, names=tuple(s.name for s in structures),
+                  n_atoms=tuple(s.n_atoms for s in structures),
+                  n_max=max(p.atoms for p in clustering.padded), sizes=clustering.padded,
+                  clustering=clustering, cutoffs=cutoffs, skins=skins)
+    return refresh_packed(model) if options.packed else model
+
+
+def refresh_packed(model: Model) -> Model:
+    """``model`` with its packed system rebuilt from its batches (host; the previous packing's
+    sizes are kept while they suffice, so the compiled shape stays)."""
+    previous = () if model.packed is None else model.packed.sizes
+    return dataclasses.replace(model, packed=jax.tree_util.tree_map(
+        jnp.asarray, pack_model(model, previous)))
 
 
 # --------------------------------------------------------------------------------- evaluation
@@ -336,6 +357,14 @@ def _cluster_forward(positions, system: System, params: Params, topology: Topolo
     return jax.vjp(lambda p: _cluster_outputs(positions, system, p, topology, forces), params)
 
 
+@partial(jax.jit, static_argnames=("topology", "forces"))
+def _packed_forward(positions, system, segments, params: Params, topology: Topology,
+                    forces: bool = True):
+    """(outputs of the packed system, their pullback to ``params``): one compilation."""
+    return jax.vjp(lambda p: packed_outputs(positions, system, segments, p, topology, forces),
+                   params)
+
+
 @jax.jit
 def _pullback(vjp, cotangent):
     """d/d(inputs) of a pullback returned by a jitted ``jax.vjp`` (its first input's)."""
@@ -374,9 +403,26 @@ def assemble(model: Model, outputs) -> Predictions:
     return Predictions(**{k: jnp.concatenate(v)[model.order] for k, v in parts.items()})
 
 
+def packed_predictions(model: Model, outputs) -> Predictions:
+    """Predictions in structure order from the packed system's (energy, forces, charges)."""
+    packed = model.packed
+    energy, forces, charges = outputs
+    return Predictions(energy=energy, forces=unpacked(packed, forces, model.n_max),
+                       charges=unpacked(packed, charges, model.n_max),
+                       positions=unpacked(packed, packed.positions, model.n_max),
+                       cell=packed.cells,
+                       atom_mask=unpacked(packed, packed.system.atom_mask, model.n_max, False))
+
+
 def predict(model: Model, params: Params) -> Predictions:
     """Energies, forces, charges of every structure (pure, jittable, differentiable in params):
-    one ``cluster_predictions`` call per cluster."""
+    one ``packed_outputs`` call for a packed model, else one ``cluster_predictions`` call per
+    cluster."""
+    if model.packed is not None:
+        packed = model.packed
+        return packed_predictions(model, packed_outputs(
+            packed.positions, packed.system, packed.segments, params, topology=model.topology,
+            forces=model.with_forces))
     return assemble(model, [cluster_predictions(positions, system, params,
                                                 topology=model.topology,
                                                 forces=model.with_forces)
@@ -400,9 +446,23 @@ def clustered_value_and_grad(objective: Callable, static_argnames=()) -> Callabl
     gradient = jax.jit(jax.value_and_grad(of_outputs, argnums=(0, 1), has_aux=True),
                        static_argnames=static_argnames)
 
+    def of_packed(theta, outputs, model, /, *args, **static):
+        return objective(theta, packed_predictions(model, outputs), *args, **static)
+
+    packed_gradient = jax.jit(jax.value_and_grad(of_packed, argnums=(0, 1), has_aux=True),
+                              static_argnames=static_argnames)
+
     def value_and_grad(theta, model: Model, mapping: ThetaMap, base_params: Params, /, *args,
                        **static):
         params, to_theta = _params_and_pullback(theta, base_params, tmap=mapping)
+        if model.packed is not None:
+            packed = model.packed
+            outputs, vjp = _packed_forward(packed.positions, packed.system, packed.segments,
+                                           params, topology=model.topology,
+                                           forces=model.with_forces)
+            (value, aux), (d_theta, d_outputs) = packed_gradient(theta, outputs, model, *args,
+                                                                 **static)
+            return (value, aux), d_theta + _theta_gradient(to_theta, [_pullback(vjp, d_outputs)])
         forward = [_cluster_forward(positions, system, params, topology=model.topology,
                                     forces=model.with_forces)
                    for positions, system in model.batches]

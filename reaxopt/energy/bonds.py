@@ -12,11 +12,13 @@ import jax.numpy as jnp
 
 from reaxopt.energy.bond_order import BondOrders
 from reaxopt.energy.safe_math import logistic_scaled, safe_pow
+from reaxopt.energy.segments import summed
 from reaxopt.forcefield import ForceField
 
 
-def bond_energy(ff: ForceField, topology, types, pairs, bo: BondOrders):
-    """Sum of the bond energies (incl. triple-bond stabilisation) over the bonds, kcal/mol."""
+def bond_energy(ff: ForceField, topology, types, pairs, bo: BondOrders, segments=None):
+    """Sum of the bond energies (incl. triple-bond stabilisation) over the bonds, kcal/mol
+    (per structure with ``segments``)."""
     ti, tj = types[pairs.i], types[pairs.j]
     pow_be2 = safe_pow(bo.bo_s, ff.p_be2[ti, tj])
     e_sigma = -ff.De_s[ti, tj] * bo.bo_s * jnp.exp(ff.p_be1[ti, tj] * (1.0 - pow_be2))
@@ -30,5 +32,5 @@ def bond_energy(ff: ForceField, topology, types, pairs, bo: BondOrders):
     e_triple = (gp10 * jnp.exp(-gp7 * (bo.bo - 2.5) ** 2) * hulpov
                 * (jnp.exp(-gp3 * (s_i - bo.bo)) + jnp.exp(-gp3 * (s_j - bo.bo))))
 
-    return (jnp.sum(jnp.where(bo.bond, e_sigma + e_pi, 0.0))
-            + jnp.sum(jnp.where(triple, e_triple, 0.0)))
+    return summed(jnp.where(bo.bond, e_sigma + e_pi, 0.0)
+                  + jnp.where(triple, e_triple, 0.0), pairs.i, segments)

@@ -18,8 +18,10 @@ exactly stationary in the charges; forces are taken at fixed charges, as LAMMPS 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
+from reaxopt.energy.segments import Segments, summed
 from reaxopt.energy.taper import taper
 
 EV_TO_KCAL_PER_MOL = 14.4  # fix qeq/reaxff's Coulomb constant in eV Å / e^2 (sic)
@@ -32,14 +34,38 @@ def qeq_matrix(r, i, j, mask, gamma_ij, eta, atom_mask, taper_coefficients):
     r, i, j, mask, gamma_ij: per pair (P,); eta: per atom (N,) in eV (LAMMPS's, i.e. 2x the file's);
     padded atoms (atom_mask False) get a unit diagonal and no pairs.
     """
-    shielded = (r * r * r + gamma_ij) ** (1.0 / 3.0)
-    h_pair = EV_TO_KCAL_PER_MOL * taper(r, taper_coefficients) / shielded
-    h_pair = jnp.where(mask, h_pair, 0.0)
+    h_pair = pair_elements(r, mask, gamma_ij, taper_coefficients)
     diagonal = jnp.where(atom_mask, eta, 1.0)
     h = jnp.diag(diagonal)
     h = h.at[i, j].add(h_pair)
     h = h.at[j, i].add(h_pair)
     return h
+
+
+def pair_elements(r, mask, gamma_ij, taper_coefficients):
+    """(P,) the QEq matrix's tapered shielded pair terms in eV (zero for masked pairs)."""
+    shielded = (r * r * r + gamma_ij) ** (1.0 / 3.0)
+    return jnp.where(mask, EV_TO_KCAL_PER_MOL * taper(r, taper_coefficients) / shielded, 0.0)
+
+
+def block_charges(r, i, j, mask, gamma_ij, eta, chi, atom_mask, taper_coefficients,
+                  segments: Segments):
+    """Charges (N,) in e of a packed system: one dense QEq solve per structure, its (S, m, m)
+    block assembled from the packed pairs (as ``qeq_matrix`` and ``solve_charges`` per
+    structure; m = ``segments.block``)."""
+    s, m = segments.count, segments.block
+    where = (segments.structure, segments.local)
+    h = jnp.tile(jnp.eye(m, dtype=r.dtype), (s, 1, 1))
+    h = h.at[where + (segments.local,)].set(jnp.where(atom_mask, eta, 1.0), mode="drop")
+    h_pair = pair_elements(r, mask, gamma_ij, taper_coefficients)
+    block, local_i, local_j = segments.structure[i], segments.local[i], segments.local[j]
+    h = h.at[block, local_i, local_j].add(h_pair, mode="drop")
+    h = h.at[block, local_j, local_i].add(h_pair, mode="drop")
+    chi_blocks = jnp.zeros((s, m), r.dtype).at[where].set(chi, mode="drop")
+    mask_blocks = jnp.zeros((s, m), bool).at[where].set(atom_mask, mode="drop")
+    charges = jax.vmap(solve_charges)(h, chi_blocks, mask_blocks, segments.total_charge)
+    return jnp.where(atom_mask, charges[segments.structure, jnp.minimum(segments.local, m - 1)],
+                     0.0)
 
 
 def solve_charges(h, chi, atom_mask, total_charge):
@@ -58,7 +84,8 @@ def solve_charges(h, chi, atom_mask, total_charge):
     return jnp.where(atom_mask, solution[:n], 0.0)
 
 
-def charge_equilibration_energy(q, chi, eta, atom_mask):
-    """LAMMPS's e_pol (kcal/mol): 23.02 * sum(chi q + eta q^2 / 2), eta as in ``qeq_matrix``."""
+def charge_equilibration_energy(q, chi, eta, atom_mask, segments: Segments | None = None):
+    """LAMMPS's e_pol (kcal/mol): 23.02 * sum(chi q + eta q^2 / 2), eta as in ``qeq_matrix``
+    (per structure with ``segments``)."""
     e = KCALPMOL_TO_EV * (chi * q + 0.5 * eta * q * q)
-    return jnp.sum(jnp.where(atom_mask, e, 0.0))
+    return summed(jnp.where(atom_mask, e, 0.0), None, segments)

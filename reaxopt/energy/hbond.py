@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from reaxopt.energy.angles import cos_angle, end_atoms, end_vectors
 from reaxopt.energy.bond_order import BondOrders
 from reaxopt.energy.safe_math import safe_norm
+from reaxopt.energy.segments import summed
 from reaxopt.forcefield import ForceField
 
 HB_THRESHOLD = 0.01  # LAMMPS HB_THRESHOLD
@@ -21,8 +22,8 @@ HBOND_CUT = 7.5  # Å, LAMMPS control hbond_cut
 
 
 def hbond_energy(ff: ForceField, topology, positions, cell, types, atom_mask, pairs,
-                 bo: BondOrders, lists):
-    """Hydrogen-bond energy, kcal/mol."""
+                 bo: BondOrders, lists, segments=None):
+    """Hydrogen-bond energy, kcal/mol (per structure with ``segments``)."""
     p, s = lists.hbond_xh, lists.hbond_sign_xh
     h = jnp.where(s > 0, pairs.i[p], pairs.j[p])
     x = end_atoms(pairs, p, s)
@@ -42,4 +43,4 @@ def hbond_energy(ff: ForceField, topology, positions, cell, types, atom_mask, pa
     sin4 = (0.5 * (1.0 - cos_theta)) ** 2
     e = (ff.p_hb1[tx, th, tz] * (1.0 - jnp.exp(-ff.p_hb2[tx, th, tz] * bo.bo[p]))
          * jnp.exp(-ff.p_hb3[tx, th, tz] * (r0 / r_hz + r_hz / r0 - 2.0)) * sin4)
-    return jnp.sum(jnp.where(valid, e, 0.0))
+    return summed(jnp.where(valid, e, 0.0), h, segments)

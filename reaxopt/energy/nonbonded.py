@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from reaxopt.energy.segments import summed
 from reaxopt.energy.taper import taper
 
 C_ELE = 332.06371  # kcal Å / (mol e^2), LAMMPS's C_ele
@@ -54,7 +55,7 @@ def coulomb_pair_energy(r, q_i, q_j, gamma_ij):
 
 
 def vdw_energy(r, mask, pair_params: dict, taper_coefficients, p_vdw1, *, vdw_type: int,
-               lgvdw: bool):
+               lgvdw: bool, owners=None, segments=None):
     """Total tapered vdW energy (kcal/mol) over pairs with distances r (P,) and mask (P,).
 
     pair_params: per-pair arrays D, r_vdw, alpha, gamma_w, rcore, ecore, acore, lg_c, lg_re.
@@ -62,10 +63,12 @@ def vdw_energy(r, mask, pair_params: dict, taper_coefficients, p_vdw1, *, vdw_ty
     parameters, so that nothing is NaN; their energy is then dropped.
     """
     e = vdw_pair_energy(r, **pair_params, p_vdw1=p_vdw1, vdw_type=vdw_type, lgvdw=lgvdw)
-    return jnp.sum(jnp.where(mask, taper(r, taper_coefficients) * e, 0.0))
+    return summed(jnp.where(mask, taper(r, taper_coefficients) * e, 0.0), owners, segments)
 
 
-def coulomb_energy(r, mask, q_i, q_j, gamma_ij, taper_coefficients):
-    """Total tapered shielded Coulomb energy (kcal/mol) at the given charges (e)."""
+def coulomb_energy(r, mask, q_i, q_j, gamma_ij, taper_coefficients, owners=None,
+                   segments=None):
+    """Total tapered shielded Coulomb energy (kcal/mol) at the given charges (e); with
+    ``segments``, per structure of the pairs' ``owners`` atoms."""
     e = coulomb_pair_energy(r, q_i, q_j, gamma_ij)
-    return jnp.sum(jnp.where(mask, taper(r, taper_coefficients) * e, 0.0))
+    return summed(jnp.where(mask, taper(r, taper_coefficients) * e, 0.0), owners, segments)

@@ -17,11 +17,13 @@ import jax.numpy as jnp
 
 from reaxopt.energy.bond_order import BondOrders, has_bonds
 from reaxopt.energy.safe_math import logistic, logistic_scaled
+from reaxopt.energy.segments import summed
 from reaxopt.forcefield import ForceField
 
 
-def over_under_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders):
-    """Over- plus under-coordination energy, kcal/mol."""
+def over_under_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders,
+                      segments=None):
+    """Over- plus under-coordination energy, kcal/mol (per structure with ``segments``)."""
     n = types.shape[0]
     ti, tj = types[pairs.i], types[pairs.j]
     dfvl = jnp.where(jnp.asarray(topology.heavy)[types], 0.0, 1.0)
@@ -44,4 +46,4 @@ def over_under_energy(ff: ForceField, topology, types, atom_mask, pairs, bo: Bon
                * logistic_scaled(p_ovun8 * s2, p_ovun7))
     if not topology.enobonds:
         e_under = jnp.where(has_bonds(bo, pairs, n), e_under, 0.0)
-    return jnp.sum(jnp.where(atom_mask, e_over + e_under, 0.0))
+    return summed(jnp.where(atom_mask, e_over + e_under, 0.0), None, segments)

@@ -20,14 +20,16 @@ import jax.numpy as jnp
 from reaxopt.energy.angles import cos_angle, end_atoms, end_vectors
 from reaxopt.energy.bond_order import BondOrders
 from reaxopt.energy.safe_math import safe_sqrt, two_plus_ratio
+from reaxopt.energy.segments import summed
 from reaxopt.energy.valence import THB_CUT
 from reaxopt.forcefield import ForceField
 
 MIN_SINE = 1e-10  # LAMMPS floors sin(theta) of the torsion's two angles here
 
 
-def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists):
-    """(E_torsion, E_conjugation) in kcal/mol."""
+def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists,
+                     segments=None):
+    """(E_torsion, E_conjugation) in kcal/mol (per structure with ``segments``)."""
     c = lists.torsion_jk
     pa, sa = lists.torsion_ij, lists.torsion_sign_ij
     pb, sb = lists.torsion_kl, lists.torsion_sign_kl
@@ -73,4 +75,5 @@ def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: Bond
     fn12 = (jnp.exp(-p_cot2 * (boa_ij - 1.5) ** 2) * jnp.exp(-p_cot2 * (boa_jk - 1.5) ** 2)
             * jnp.exp(-p_cot2 * (boa_kl - 1.5) ** 2))
     e_con = prm(ff.p_cot1) * fn12 * (1.0 + (cos_w ** 2 - 1.0) * sin_ijk * sin_jkl)
-    return jnp.sum(jnp.where(valid, e_tor, 0.0)), jnp.sum(jnp.where(valid, e_con, 0.0))
+    return (summed(jnp.where(valid, e_tor, 0.0), j, segments),
+            summed(jnp.where(valid, e_con, 0.0), j, segments))

@@ -38,6 +38,7 @@ from reaxopt.cluster.neighbours import PairList, pair_vectors
 from reaxopt.energy import bonded
 from reaxopt.energy import charges as qeq
 from reaxopt.energy.nonbonded import coulomb_energy, vdw_energy
+from reaxopt.energy.segments import Segments
 from reaxopt.energy.taper import taper_coefficients
 from reaxopt.forcefield import ForceField, Params, Topology, expand
 
@@ -69,18 +70,26 @@ def _pair_geometry(positions, system: System):
     return r, system.types[system.pairs.i], system.types[system.pairs.j]
 
 
-def equilibrate_charges(positions, system: System, ff: ForceField):
-    """QEq charges (N,) in e; differentiable in positions and force-field tables."""
+def equilibrate_charges(positions, system: System, ff: ForceField,
+                        segments: Segments | None = None):
+    """QEq charges (N,) in e; differentiable in positions and force-field tables. With
+    ``segments`` (a packed system), one solve per structure."""
     r, ti, tj = _pair_geometry(positions, system)
     coefficients = taper_coefficients(ff.swa, ff.swb)
     eta = ff.eta[system.types]
+    if segments is not None:
+        return qeq.block_charges(r, system.pairs.i, system.pairs.j, system.pairs.mask,
+                                 ff.gamma[ti, tj], eta, ff.chi[system.types], system.atom_mask,
+                                 coefficients, segments)
     h = qeq.qeq_matrix(r, system.pairs.i, system.pairs.j, system.pairs.mask, ff.gamma[ti, tj],
                        eta, system.atom_mask, coefficients)
     return qeq.solve_charges(h, ff.chi[system.types], system.atom_mask, system.total_charge)
 
 
-def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology: Topology):
-    """van_der_waals, coulomb and charge_equilibration (kcal/mol) at the given charges."""
+def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology: Topology,
+                    segments: Segments | None = None):
+    """van_der_waals, coulomb and charge_equilibration (kcal/mol; per structure with
+    ``segments``) at the given charges."""
     r, ti, tj = _pair_geometry(positions, system)
     pairs = system.pairs
     coefficients = taper_coefficients(ff.swa, ff.swb)
@@ -89,28 +98,31 @@ def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology
                        ecore=ff.vdw_ecore[ti, tj], acore=ff.vdw_acore[ti, tj],
                        lg_c=ff.lg_c[ti, tj], lg_re=ff.lg_re[ti, tj])
     e_vdw = vdw_energy(r, pairs.mask, pair_params, coefficients, ff.p_vdw1,
-                       vdw_type=topology.vdw_type, lgvdw=topology.lgvdw)
+                       vdw_type=topology.vdw_type, lgvdw=topology.lgvdw, owners=pairs.i,
+                       segments=segments)
     e_coulomb = coulomb_energy(r, pairs.mask, charges[pairs.i], charges[pairs.j],
-                               ff.gamma[ti, tj], coefficients)
+                               ff.gamma[ti, tj], coefficients, pairs.i, segments)
     e_qeq = qeq.charge_equilibration_energy(charges, ff.chi[system.types], ff.eta[system.types],
-                                            system.atom_mask)
+                                            system.atom_mask, segments)
     return {"van_der_waals": e_vdw, "coulomb": e_coulomb, "charge_equilibration": e_qeq}
 
 
-def bonded_terms(positions, system: System, ff: ForceField, topology: Topology) -> dict:
+def bonded_terms(positions, system: System, ff: ForceField, topology: Topology,
+                 segments: Segments | None = None) -> dict:
     """The nine bonded terms from ``reaxopt.energy.bonded`` (zeros when ``system.lists`` is None)."""
     if system.lists is None:
-        zero = jnp.zeros((), positions.dtype)
+        zero = jnp.zeros(() if segments is None else (segments.count,), positions.dtype)
         return {name: zero for name in BONDED_TERMS}
     return bonded.bonded_terms(positions, system.cell, system.lists, ff, topology, system.types,
-                               system.atom_mask)
+                               system.atom_mask, segments)
 
 
 def energy_at_charges(positions, charges, system: System, ff: ForceField,
-                      topology: Topology) -> dict:
-    """All 12 terms (kcal/mol) with the charges given (no QEq solve)."""
-    terms = dict(bonded_terms(positions, system, ff, topology))
-    terms.update(nonbonded_terms(positions, charges, system, ff, topology))
+                      topology: Topology, segments: Segments | None = None) -> dict:
+    """All 12 terms (kcal/mol; (S,) per structure with ``segments``) with the charges given
+    (no QEq solve)."""
+    terms = dict(bonded_terms(positions, system, ff, topology, segments))
+    terms.update(nonbonded_terms(positions, charges, system, ff, topology, segments))
     return {name: terms[name] for name in TERMS}
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from reaxopt.energy.angles import cos_angle, end_atoms, end_vectors, lammps_acos
 from reaxopt.energy.bond_order import BondOrders
 from reaxopt.energy.safe_math import logistic, safe_pow, two_plus_ratio
+from reaxopt.energy.segments import summed
 from reaxopt.forcefield import ForceField
 
 THB_CUT = 0.001  # LAMMPS control thb_cut
@@ -47,8 +48,9 @@ def _sbo2(ff: ForceField, types, pairs, bo: BondOrders):
                                jnp.where(sbo <= 0.0, 0.0, 2.0)))
 
 
-def valence_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists):
-    """(E_valence, E_penalty, E_coalition) in kcal/mol."""
+def valence_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists,
+                     segments=None):
+    """(E_valence, E_penalty, E_coalition) in kcal/mol (per structure with ``segments``)."""
     c = lists.angle_center
     p1, s1, p2, s2 = lists.angle_pair1, lists.angle_sign1, lists.angle_pair2, lists.angle_sign2
     i, k = end_atoms(pairs, p1, s1), end_atoms(pairs, p2, s2)
@@ -93,7 +95,7 @@ def valence_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: Bond
         expval2theta = jnp.exp(-prm(ff.p_val2) * (theta_0 - theta) ** 2)
         expval12theta = jnp.where(p_val1 >= 0.0, p_val1 * (1.0 - expval2theta),
                                   -p_val1 * expval2theta)
-        e_val += jnp.sum(jnp.where(on, f7_ij * f7_jk * f8 * expval12theta, 0.0))
-        e_pen += jnp.sum(jnp.where(on, prm(ff.p_pen1) * f9 * pen_bonds, 0.0))
-        e_coa += jnp.sum(jnp.where(on, prm(ff.p_coa1) * coa_common, 0.0))
-    return e_val, e_pen, e_coa
+        e_val += jnp.where(on, f7_ij * f7_jk * f8 * expval12theta, 0.0)
+        e_pen += jnp.where(on, prm(ff.p_pen1) * f9 * pen_bonds, 0.0)
+        e_coa += jnp.where(on, prm(ff.p_coa1) * coa_common, 0.0)
+    return tuple(summed(e, c, segments) for e in (e_val, e_pen, e_coa))

@@ -1,0 +1,136 @@
+"""The packed system (``reaxopt.packed``): every structure in one compiled energy, per-structure
+sums and one QEq block per structure. Checked against LAMMPS (energies, forces, charges) on the
+disulfide set and a sample of the cobalt set, term by term against the per-structure energy,
+and through a fit's loss and parameter gradient against the batched model.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reaxopt  # noqa: F401  (x64)
+from test_datasets_energy import cobalt_sample, compare_with_lammps, evaluate_in_one_shape
+from reaxopt.energy.total import energy_at_charges
+from reaxopt.evaluate import bond_cutoffs_for, build_system
+from reaxopt.forcefield import build_forcefield, expand
+from reaxopt.io.ffield import read_ffield
+from reaxopt.io.geometry import read_geometries
+from reaxopt.packed import pack, packed_outputs, padded_sizes, unpacked
+
+
+def _packed_results(ffield, structures):
+    """(packed system, [{energy, forces, charges}] per structure) with forces."""
+    params, topology = build_forcefield(read_ffield(ffield))
+    cutoffs = bond_cutoffs_for(params, topology)
+    packed = jax.tree_util.tree_map(jnp.asarray, pack(
+        [build_system(s, params, topology, cutoffs=cutoffs) for s in structures]))
+    energy, forces, charges = packed_outputs(packed.positions, packed.system, packed.segments,
+                                             params, topology=topology)
+    n_max = max(s.n_atoms for s in structures)
+    forces, charges = (np.asarray(unpacked(packed, v, n_max)) for v in (forces, charges))
+    return packed, params, topology, [
+        {"energy": float(energy[k]), "forces": forces[k, :s.n_atoms],
+         "charges": charges[k, :s.n_atoms]} for k, s in enumerate(structures)]
+
+
+@pytest.fixture(scope="module")
+def disulfide(shared_datasets):
+    folder = shared_datasets / "disulfide"
+    return folder / "ffield_lit", read_geometries(folder / "geo")
+
+
+def test_packed_disulfide_matches_lammps_and_the_batched_terms(disulfide):
+    ffield, structures = disulfide
+    packed, params, topology, results = _packed_results(ffield, structures)
+    # padding only at the end: one shape for 232 molecules of 2 to 26 atoms
+    assert packed.segments.count == len(structures)
+    assert packed.sizes[0] >= sum(s.n_atoms for s in structures) > packed.sizes[0] - 64
+    failures, worst = compare_with_lammps(ffield, structures, results)
+    assert not failures, "\n".join(failures)
+    assert worst["largest_force"] > 1.0
+    # term by term, against each structure's own energy (padded batch, vmapped)
+    batched = evaluate_in_one_shape(ffield, structures)
+    charges = jnp.asarray(np.concatenate([r["charges"] for r in batched]
+                                         + [np.zeros(packed.sizes[0] - len(np.concatenate(
+                                             [r["charges"] for r in batched])))]))
+    terms = jax.jit(energy_at_charges, static_argnames="topology")(
+        packed.positions, charges, packed.system, expand(params, topology), topology,
+        packed.segments)
+    reference = _batched_terms(ffield, structures)
+    for name, values in terms.items():
+        np.testing.assert_allclose(np.asarray(values), reference[name], rtol=1e-10,
+                                   atol=1e-9, err_msg=name)
+    assert np.max(np.abs(reference["hydrogen_bond"])) > 0.01  # every term is exercised
+    assert np.max(np.abs(reference["torsion"])) > 0.01
+
+
+def _batched_terms(ffield, structures) -> dict:
+    from reaxopt.evaluate import (batched_energy_forces_charges, pad_system, shared_sizes,
+                                  stack_systems)
+
+    params, topology = build_forcefield(read_ffield(ffield))
+    cutoffs = bond_cutoffs_for(params, topology)
+    built = [build_system(s, params, topology, cutoffs=cutoffs) for s in structures]
+    sizes = shared_sizes([system for _, system in built])
+    positions, systems = stack_systems([pad_system(*b, sizes) for b in built])
+    _, terms, _, _ = batched_energy_forces_charges(positions, systems, params, topology=topology)
+    return {name: np.asarray(v) for name, v in terms.items()}
+
+
+def test_packed_cobalt_cells_match_lammps(shared_datasets):
+    """Periodic cells (images premultiplied by each cell) and metal clusters in one system."""
+    folder = shared_datasets / "cobalt"
+    structures = cobalt_sample(read_geometries(folder / "geo"))
+    assert sum(s.periodic for s in structures) >= 5 and not all(s.periodic for s in structures)
+    _, _, _, results = _packed_results(folder / "ffield_lit", structures)
+    failures, worst = compare_with_lammps(folder / "ffield_lit", structures, results)
+    assert not failures, "\n".join(failures)
+    assert worst["largest_force"] > 1.0
+
+
+def test_padded_sizes_keep_the_shape_until_outgrown():
+    assert padded_sizes((100, 1000, 0)) == (128, 1024, 64)
+    # fits the previous padding: kept (no new compilation)
+    assert padded_sizes((120, 900, 10), (128, 1024, 64)) == (128, 1024, 64)
+    # outgrown: 25 % headroom on every total, rounded up to 64
+    assert padded_sizes((130, 900, 10), (128, 1024, 64)) == (192, 1152, 64)
+
+
+def test_packed_model_gives_the_batched_loss_and_parameter_gradient():
+    """A loss of energies and forces (second derivatives in the gradient) of the bundled C/H/O
+    molecules: the packed model's value and exact parameter gradient equal the batched one's."""
+    from pathlib import Path
+
+    from reaxopt.io.params import read_params
+    from reaxopt.model import ModelOptions, build_model, clustered_value_and_grad, theta_map
+
+    data = Path(__file__).resolve().parents[1] / "datasets" / "cho"
+    ffield = read_ffield(data / "ffield_cho")
+    params, topology = build_forcefield(ffield)
+    tmap = theta_map(read_params(data / "params", ffield))
+    structures = read_geometries(data / "cho.extxyz")[:8]
+
+    def objective(theta, predictions):
+        mask = predictions.atom_mask[..., None]
+        value = (jnp.sum(predictions.energy ** 2) * 1e-4
+                 + jnp.sum(jnp.where(mask, predictions.forces ** 2, 0.0))
+                 + jnp.sum(predictions.charges ** 2))
+        return value, None
+
+    value_and_grad = clustered_value_and_grad(objective)
+    theta = jnp.asarray(tmap.from_params(params))
+    results = []
+    for packed in (False, True):
+        model = build_model(structures, params, topology,
+                            ModelOptions(clusters=1, packed=packed))
+        assert (model.packed is not None) == packed
+        (value, _), gradient = value_and_grad(theta, model, tmap, params)
+        results.append((float(value), np.asarray(gradient)))
+    (batched, g_batched), (packed_value, g_packed) = results
+    assert packed_value == pytest.approx(batched, rel=1e-11)
+    assert np.max(np.abs(g_batched)) > 1.0
+    np.testing.assert_allclose(g_packed, g_batched, rtol=1e-9,
+                               atol=1e-9 * np.max(np.abs(g_batched)))
