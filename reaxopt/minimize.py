@@ -9,6 +9,13 @@ as LAMMPS's minimiser sees them). It returns a model whose positions are the rel
 the loss sees the relaxed energies, forces and geometries (how the relaxed geometry moves with
 the parameters is ``reaxopt.response``'s business).
 
+A packed model (``ModelOptions.packed``, as fits build them) relaxes its structures together
+as one packed system (``relax_packed``, ``fire_packed``): the same FIRE steps per structure,
+one compilation whatever their sizes (cobalt's 129 relaxing structures: 19 s instead of 93 s
+for the padded batches' shapes) and the same trajectories to rounding. A structure that pauses
+for a list rebuild waits until no other can step; then the paused ones are rebuilt and the
+rows re-packed.
+
 ``newton_refine`` finishes relaxations that FIRE left above ``rms_force`` at their step limit
 with a few Newton steps on the force constants (softer modes floored, energy-decreasing step
 halving): molecules with soft torsions beside stiff bonds converge in a handful of steps where
@@ -58,6 +65,7 @@ from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, sta
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
 from reaxopt.model import energy_forces_virial_moving, refresh_packed
+from reaxopt.packed import Packed, pack, packed_energy_forces_virial, row_systems, unpacked
 from reaxopt.restraints import batch_energy_forces as restraint_energy_forces
 from reaxopt.restraints import batch_of as restraints_of
 from reaxopt.restraints import energy_forces_virial as restraint_energy_forces_virial
@@ -128,15 +136,52 @@ def fire_batch(positions, cells, state: FireState, system, params: Params, ancho
     vector of its lists by more than its skin (that step is not taken). Returns (positions,
     cells, state, RMS force (B,) kcal/mol/Å, paused (B,) bool: stopped for a list rebuild).
     """
-    mask = system.atom_mask
+    def reaxff(x, cell):
+        moved = dataclasses.replace(system, cell=cell)
+        _, f, w = jax.vmap(energy_forces_virial_moving, in_axes=(0, 0, None, None))(
+            x, moved, params, topology)
+        return f, w
+
+    return _fire(positions, cells, state, system.atom_mask, reaxff, anchors, cell_anchors,
+                 half_skin, reach, cell_free, max_steps, rms_force, restraints)
+
+
+@partial(jax.jit, static_argnames="topology")
+def fire_packed(positions, cells, state: FireState, packed: Packed, params: Params, anchors,
+                cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, topology,
+                restraints=None):
+    """``fire_batch`` for the S structures of a packed system (``reaxopt.packed``): the same
+    arguments and results, positions (S, n, 3) laid out as a batch, the energy evaluated packed
+    (one compilation per packed shape, whatever the structures' sizes). Each structure's cell
+    is its ``packed.cells`` deformed, so its images move with it."""
+    segments, atom_mask = packed.segments, packed.system.atom_mask
+    n = positions.shape[1]
+    local = jnp.where(atom_mask, segments.local, 0)
+    periodic = jnp.any(packed.cells != 0.0, axis=(1, 2))[:, None, None]
+    inverse_packed = jnp.linalg.inv(jnp.where(periodic, packed.cells, jnp.eye(3)))
+
+    def reaxff(x, cell):
+        flat = jnp.where(atom_mask[:, None], x[segments.structure, local], packed.positions)
+        deformation = jnp.where(periodic, inverse_packed @ cell, jnp.eye(3))
+        _, f, w = packed_energy_forces_virial(flat, packed.system, segments, deformation,
+                                              params, topology)
+        return unpacked(packed, f, n), w
+
+    return _fire(positions, cells, state, unpacked(packed, atom_mask, n, False), reaxff, anchors,
+                 cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, restraints)
+
+
+def _fire(positions, cells, state: FireState, mask, reaxff, anchors, cell_anchors, half_skin,
+          reach, cell_free, max_steps, rms_force, restraints):
+    """FIRE's loop for ``fire_batch`` and ``fire_packed`` (traced inside them): mask (B, n)
+    real atoms; reaxff(x (B, n, 3), cells) -> (ReaxFF forces (B, n, 3) kcal/mol/Å, virials
+    (B, 3, 3) kcal/mol)."""
     free = cell_free[:, None, None]
     inverse_anchors = jnp.linalg.inv(jnp.where(free, cell_anchors, jnp.eye(3)))
 
     def forces_of(x, cell):
         """Atom forces and cell forces (generalised, for the cell coordinate), in eV/Å."""
-        moved = dataclasses.replace(system, cell=cell)
-        _, f, w = jax.vmap(energy_forces_virial_moving, in_axes=(0, 0, None, None))(
-            x, moved, params, topology)
+        f, w = reaxff(x, cell)
         if restraints is not None:
             _, f_restraint, w_restraint = jax.vmap(restraint_energy_forces_virial)(
                 x, cell, restraints)
@@ -202,6 +247,17 @@ def fire_batch(positions, cells, state: FireState, system, params: Params, ancho
     return x, cells, state, rms * KCAL_PER_EV, paused
 
 
+def rebuilt_system(model, row: int, positions, system, cell=None):
+    """The unpadded System (host) of model row ``row`` at ``positions`` ((n, 3) Å or padded)
+    and ``cell`` (default: ``system``'s), its lists built with the row's skin; types and total
+    charge from ``system`` (padded or not)."""
+    n = model.n_atoms[row]
+    cell = np.asarray(system.cell if cell is None else cell, float)
+    return system_at(np.asarray(positions)[:n], cell if np.any(cell) else None,
+                     np.asarray(system.types)[:n], float(system.total_charge), model.topology,
+                     model.cutoffs.widened(model.skins[row]))
+
+
 def rebuild_lists(model, batch: int, slots, positions) -> tuple[Any, Any]:
     """Batch ``batch`` of ``model`` with the lists of its structures at ``slots`` rebuilt at
     ``positions`` ((len(slots), n, 3) Å, padded), padded to the batch's sizes or, if they no
@@ -211,12 +267,7 @@ def rebuild_lists(model, batch: int, slots, positions) -> tuple[Any, Any]:
     stacked = jax.tree_util.tree_map(np.asarray, model.batches[batch][1])
     systems = [unstack_tree(stacked, b) for b in range(len(members))]
     for slot, x in zip(slots, np.asarray(positions)):
-        k = int(members[slot])
-        system, n = systems[slot], model.n_atoms[k]
-        cell = np.asarray(system.cell)
-        systems[slot] = system_at(x[:n], cell if np.any(cell) else None, system.types[:n],
-                                  float(system.total_charge), model.topology,
-                                  model.cutoffs.widened(model.skins[k]))
+        systems[slot] = rebuilt_system(model, int(members[slot]), x, systems[slot])
     sizes = model.sizes[batch]
     counts = [system_interaction_sizes(systems[slot]) for slot in slots]
     if needs_rebuild(counts, sizes):
@@ -239,15 +290,17 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
     re-padded as needed). RMS forces include the restraints' forces.
     """
     rows = np.asarray(rows, int)
+    thin = [model.names[k] for k in rows if model.skins[k] <= 2 * MAX_STEP]
+    if thin:
+        raise ValueError(f"structures to relax need lists with a skin over {2 * MAX_STEP} Å; "
+                         f"{', '.join(thin[:5])} were built without one (ModelOptions.skin)")
+    if model.packed is not None:
+        return relax_packed(model, params, rows, max_steps, rms_force, cell_rows, restraints)
     n = model.n_structures
     select = np.zeros(n, bool)
     select[rows] = True
     cell_select = np.zeros(n, bool)
     cell_select[np.asarray(cell_rows, int)] = True
-    thin = [model.names[k] for k in rows if model.skins[k] <= 2 * MAX_STEP]
-    if thin:
-        raise ValueError(f"structures to relax need lists with a skin over {2 * MAX_STEP} Å; "
-                         f"{', '.join(thin[:5])} were built without one (ModelOptions.skin)")
     limit = np.asarray(max_steps, np.int32)
     steps_out, rms_out = np.zeros(n, int), np.zeros(n)
     for c, members in enumerate(model.members):
@@ -287,6 +340,60 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
         rms_out[members[picked]] = np.asarray(rms)
     if model.packed is not None:
         model = refresh_packed(model)
+    return model, steps_out, rms_out
+
+
+def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_rows=(),
+                 restraints=None):
+    """``relax`` with the structures at ``rows`` relaxed together as one packed system
+    (``fire_packed``: one compilation whatever their sizes). A structure that pauses for a
+    list rebuild gets its lists rebuilt at its positions and cell and the rows are re-packed
+    (the padded sizes kept while they hold them). The model's batches and packed system take
+    the relaxed geometries (``place_geometries``)."""
+    rows = [int(k) for k in rows]
+    if not rows:
+        return model, np.zeros(model.n_structures, int), np.zeros(model.n_structures)
+    systems = row_systems(model)
+    anchors_of = {int(k): (np.asarray(model.anchors[c])[b], np.asarray(model.cell_anchors[c])[b])
+                  for c, members in enumerate(model.members) for b, k in enumerate(members)}
+    n = max(model.n_atoms[k] for k in rows)
+
+    def padded(positions, k):
+        out = np.zeros((n, 3))
+        out[:model.n_atoms[k]] = positions[:model.n_atoms[k]]
+        return out
+
+    x = np.stack([padded(systems[k][0], k) for k in rows])
+    cells = np.stack([np.asarray(systems[k][1].cell, float) for k in rows])
+    anchors = np.stack([padded(anchors_of[k][0], k) for k in rows])
+    cell_anchors = np.stack([anchors_of[k][1] for k in rows])
+    systems = [systems[k][1] for k in rows]
+    mask = np.arange(n)[None] < np.array([model.n_atoms[k] for k in rows])[:, None]
+    relaxing_cells = set(int(k) for k in cell_rows)
+    cell_free = jnp.asarray([k in relaxing_cells and bool(np.any(c)) for k, c in
+                             zip(rows, cells)])
+    half_skin = jnp.asarray([0.5 * model.skins[k] for k in rows])
+    limit = jnp.asarray(np.asarray(max_steps, np.int32)[rows])
+    arrays = restraints_of(restraints, rows)
+    packed = jax.tree_util.tree_map(jnp.asarray, pack(list(zip(x, systems))))
+    state = fire_start(jnp.asarray(x))
+    while True:
+        reach = cell_reach(x, mask, model.cutoffs.nonbonded + max(model.skins))
+        moved_x, moved_cells, state, rms, paused = fire_packed(
+            jnp.asarray(x), jnp.asarray(cells), state, packed, params, jnp.asarray(anchors),
+            jnp.asarray(cell_anchors), half_skin, jnp.asarray(reach), cell_free, limit,
+            jnp.asarray(float(rms_force)), topology=model.topology, restraints=arrays)
+        x, cells, paused = np.array(moved_x), np.array(moved_cells), np.asarray(paused)
+        if not paused.any():
+            break
+        for j in np.nonzero(paused)[0]:
+            systems[j] = rebuilt_system(model, rows[j], x[j], systems[j], cells[j])
+            anchors[j], cell_anchors[j] = x[j], cells[j]
+        packed = jax.tree_util.tree_map(jnp.asarray, pack(list(zip(x, systems)), packed.sizes))
+    model = place_geometries(model, rows, [(x[j, :model.n_atoms[k]], cells[j])
+                                           for j, k in enumerate(rows)])
+    steps_out, rms_out = np.zeros(model.n_structures, int), np.zeros(model.n_structures)
+    steps_out[rows], rms_out[rows] = np.asarray(state.steps), np.asarray(rms)
     return model, steps_out, rms_out
 
 

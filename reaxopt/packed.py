@@ -170,16 +170,22 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = ()) -
                   n_atoms=tuple(n for *_, n in atoms), sizes=sizes)
 
 
-def pack_model(model, previous: tuple[int, ...] = ()) -> Packed:
-    """``reaxopt.model.Model``'s structures (in structure order) packed, at their current
-    positions and lists (host; ``previous``: see ``pack``)."""
+def row_systems(model) -> list[tuple[Any, System]]:
+    """(positions (n_max, 3) Å, padded System) of every structure of a ``reaxopt.model.Model``,
+    by model row, as its batch holds them (host numpy)."""
     found = {}
     for (positions, system), members in zip(model.batches, model.members):
         host_positions = np.asarray(positions)
         host = jax.tree_util.tree_map(np.asarray, system)
         for b, k in enumerate(members):
             found[int(k)] = (host_positions[b], jax.tree_util.tree_map(lambda a: a[b], host))
-    return pack([found[k] for k in range(model.n_structures)], previous)
+    return [found[k] for k in range(model.n_structures)]
+
+
+def pack_model(model, previous: tuple[int, ...] = ()) -> Packed:
+    """``reaxopt.model.Model``'s structures (in structure order) packed, at their current
+    positions and lists (host; ``previous``: see ``pack``)."""
+    return pack(row_systems(model), previous)
 
 
 @partial(jax.jit, static_argnames=("topology", "forces"))
@@ -201,6 +207,54 @@ def packed_outputs(positions, system: System, segments: Segments, params: Params
         return total(positions, charges)[1], jnp.zeros_like(positions), charges
     (_, energy), gradient = jax.value_and_grad(total, has_aux=True)(positions, charges)
     return energy, jnp.where(system.atom_mask[:, None], -gradient, 0.0), charges
+
+
+def deformed(system: System, segments: Segments, deformation) -> System:
+    """``system`` with every periodic image vector (Å) of structure s right-multiplied by
+    ``deformation[s]`` (S, 3, 3): the images of a cell deformed from C to C D."""
+    owner = segments.structure
+
+    def moved(vectors, atoms):
+        return jnp.einsum("pi,pij->pj", vectors, deformation[owner[atoms]])
+
+    lists = system.lists
+    if lists is not None:
+        lists = dataclasses.replace(
+            lists, pairs=dataclasses.replace(lists.pairs, images=moved(lists.pairs.images,
+                                                                       lists.pairs.i)),
+            hbond_acceptor_images=moved(lists.hbond_acceptor_images, lists.hbond_acceptor))
+    return dataclasses.replace(system, pairs=dataclasses.replace(
+        system.pairs, images=moved(system.pairs.images, system.pairs.i)), lists=lists)
+
+
+def packed_energy_forces_virial(positions, system: System, segments: Segments, deformation,
+                                params: Params, topology: Topology):
+    """(energy (S,) kcal/mol, forces (N, 3) kcal/mol/Å, virial (S, 3, 3) kcal/mol) of a packed
+    system whose structure s has its cell deformed by ``deformation[s]`` since packing (its
+    image vectors times it; identity: as packed), at fixed QEq charges, with lists built with
+    a skin reduced to the taper radius first.
+
+    The virial of structure s is minus the derivative of its energy under a homogeneous strain
+    eps_s of its atoms and cell together, x -> x (1 + eps_s), symmetrised:
+    ``reaxopt.energy.total.energy_forces_virial``'s, per structure."""
+    system = deformed(system, segments, deformation)
+    system = dataclasses.replace(system, pairs=pairs_within(system.pairs, positions, system.cell,
+                                                            params.general[12]))
+    ff = expand(params, topology)
+    charges = equilibrate_charges(positions, system, ff, segments)
+    unit = jnp.broadcast_to(jnp.eye(3), deformation.shape)
+
+    def total(x, strain):
+        strained_x = x + jnp.einsum("ni,nij->nj", x, strain[segments.structure])
+        energy = sum(energy_at_charges(strained_x, charges,
+                                       deformed(system, segments, unit + strain), ff, topology,
+                                       segments).values())
+        return jnp.sum(energy), energy
+
+    (_, energy), (d_x, d_strain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
+        positions, jnp.zeros_like(deformation))
+    virial = -0.5 * (d_strain + jnp.swapaxes(d_strain, 1, 2))
+    return energy, jnp.where(system.atom_mask[:, None], -d_x, 0.0), virial
 
 
 def unpacked(packed: Packed, values, n_max: int, fill=0.0):

@@ -7,7 +7,8 @@ LAMMPS's ``fix box/relax``.
   differences of the energy under strain.
 * Strained cobalt crystals from the published set (hcp, 2 atoms; fcc, 4 atoms: compressed,
   sheared and displaced) relaxed with their cells by ``relax(..., cell_rows)`` reach LAMMPS's
-  minimum at zero pressure: the same energy and the same cell lengths and angles.
+  minimum at zero pressure: the same energy and the same cell lengths and angles, batched
+  (``fire_batch``) and packed (``fire_packed``: strained images of the packed system).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def test_cobalt_virial_matches_lammps_and_finite_differences(cobalt):
         assert virial[a, b] == pytest.approx(numeric, rel=1e-6, abs=1e-6 * scale)
 
 
-def test_cell_relaxation_reaches_lammps_minimum(cobalt):
+@pytest.mark.parametrize("packed", [False, True], ids=["batched", "packed"])
+def test_cell_relaxation_reaches_lammps_minimum(cobalt, packed):
     path, crystals = cobalt
     rng = np.random.default_rng(1)
     start = []
@@ -119,7 +121,7 @@ def test_cell_relaxation_reaches_lammps_minimum(cobalt):
         start.append(dataclasses.replace(
             s, positions=s.positions + rng.normal(0.0, 0.05, s.positions.shape)))
     params, topology = build_forcefield(read_ffield(path))
-    model = build_model(start, params, topology, ModelOptions(clusters=1))
+    model = build_model(start, params, topology, ModelOptions(clusters=1, packed=packed))
     rows = list(range(len(start)))
     relaxed, steps, rms = relax(model, params, rows, [3000] * len(rows), 1e-4, cell_rows=rows)
     predictions = relaxed.predict(params)

@@ -134,3 +134,51 @@ def test_packed_model_gives_the_batched_loss_and_parameter_gradient():
     assert np.max(np.abs(g_batched)) > 1.0
     np.testing.assert_allclose(g_packed, g_batched, rtol=1e-9,
                                atol=1e-9 * np.max(np.abs(g_batched)))
+
+
+def test_packed_relaxation_follows_the_batched_one():
+    """``relax`` of a packed model (``fire_packed``: the structures relaxed as one packed system)
+    takes the batched FIRE trajectory: stretched water molecules whose hydrogens travel beyond
+    the skin (list rebuilds and re-packing, new bonds), one of them with a bond restraint, and a
+    water dimer held as it is. Same geometries, steps and RMS forces, and the restraint holds."""
+    from test_cluster_moving_lists import FFIELD, _water
+
+    from reaxopt.minimize import geometries, relax
+    from reaxopt.model import ModelOptions, build_model
+    from reaxopt.structure import Restraint, Structure
+
+    def molecule(name, atoms):
+        return Structure(name=name, symbols=[a for a, _ in atoms],
+                         positions=np.array([x for _, x in atoms]), run_type="minimize")
+
+    structures = [molecule("two_waters", _water([0.0, 0.0, 0.0], 2.0)
+                           + _water([6.0, 0.0, 0.0], 1.6)),
+                  molecule("restrained_water", _water([0.0, 0.0, 0.0], 1.9, 95.0)),
+                  molecule("held_dimer", _water([0.0, 0.0, 0.0], 0.97)
+                           + _water([2.9, 0.0, 0.3], 0.97))]
+    restraints = [[], [Restraint("bond", (0, 1), 1.3, 300.0, 4.0)], []]
+    params, topology = build_forcefield(read_ffield(FFIELD))
+    relaxed = {}
+    for packed in (False, True):
+        model = build_model(structures, params, topology, ModelOptions(clusters=1, packed=packed))
+        out, steps, rms = relax(model, params, [0, 1], [3000, 3000, 0], 0.05,
+                                restraints=restraints)
+        relaxed[packed] = (geometries(out), steps, rms, out)
+    (g_batched, s_batched, r_batched, _), (g_packed, s_packed, r_packed, model) = (
+        relaxed[False], relaxed[True])
+    np.testing.assert_array_equal(s_packed, s_batched)
+    assert 50 < s_packed[0] < 3000 and 0 < s_packed[1] < 3000 and s_packed[2] == 0
+    np.testing.assert_allclose(r_packed, r_batched, atol=1e-8)
+    assert np.all(r_packed[:2] < 0.05)
+    for (x_packed, _), (x_batched, _) in zip(g_packed, g_batched):
+        np.testing.assert_allclose(x_packed, x_batched, atol=1e-8)
+    x = g_packed[0][0]
+    assert np.linalg.norm(x[1] - structures[0].positions[1]) > 0.5  # beyond the skin
+    assert np.linalg.norm(x[0] - x[1]) < 1.1 and np.linalg.norm(x[0] - x[2]) < 1.1
+    restrained = np.linalg.norm(g_packed[1][0][1] - g_packed[1][0][0])
+    assert abs(restrained - 1.3) < 0.1 and np.linalg.norm(
+        g_packed[1][0][2] - g_packed[1][0][0]) < 1.1
+    np.testing.assert_array_equal(g_packed[2][0], structures[2].positions)
+    # the packed system the loss sees holds the relaxed geometries
+    predicted = model.predict(params)
+    np.testing.assert_allclose(np.asarray(predicted.positions[0, :6]), x, atol=1e-12)
