@@ -85,8 +85,9 @@ def loss_grad_worker(name: str, repeats: int) -> dict:
             "steady_s": steady, "steady_all_s": times, "peak_rss_mib": max_rss_mib()}
 
 
-def minimize_worker(name: str) -> dict:
-    """The fit's relaxation of every structure ``name``'s geo marks, twice."""
+def minimize_worker(name: str, packed: bool = False) -> dict:
+    """The fit's relaxation of every structure ``name``'s geo marks, twice (``packed``: as one
+    packed system, as fits do; else batch by batch)."""
     import jax
     import numpy as np
 
@@ -99,7 +100,7 @@ def minimize_worker(name: str) -> dict:
 
     _compilation_cache()
     inputs, tmap = _inputs(name)
-    problem = build_problem(inputs, ModelOptions(clusters="auto"))
+    problem = build_problem(inputs, ModelOptions(clusters="auto", packed=packed))
     structures = problem.model_structures
     limits = [s.max_iterations if s.max_iterations is not None else 100 for s in structures]
     rows = [k for k, s in enumerate(structures) if s.run_type != "single_point" and limits[k]]
@@ -157,6 +158,7 @@ def energy_forces_worker(name: str, repeats: int) -> dict:
 
 
 WORKERS = {"loss_grad": loss_grad_worker, "minimize": minimize_worker,
+           "minimize_packed": lambda name: minimize_worker(name, packed=True),
            "energy_forces": energy_forces_worker}
 
 
@@ -236,7 +238,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         kind, name = args.worker
-        result = (WORKERS[kind](name) if kind == "minimize"
+        result = (WORKERS[kind](name) if kind.startswith("minimize")
                   else WORKERS[kind](name, args.repeats))
         print(json.dumps(result))
         return 0
@@ -268,6 +270,9 @@ def main(argv=None) -> int:
     if "minimize" in args.rows:
         cache = tempfile.mkdtemp(prefix="cache_", dir=args.work)
         record("cobalt", "minimize", spawn("minimize", "cobalt", args.repeats, cache))
+        cache = tempfile.mkdtemp(prefix="cache_", dir=args.work)
+        record("cobalt", "minimize_packed", spawn("minimize_packed", "cobalt", args.repeats,
+                                                  cache))
     if "energy_forces" in args.rows:
         cache = tempfile.mkdtemp(prefix="cache_", dir=args.work)
         record("cobalt", "energy_forces", spawn("energy_forces", "cobalt", args.repeats, cache))

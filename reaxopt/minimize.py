@@ -13,8 +13,11 @@ A packed model (``ModelOptions.packed``, as fits build them) relaxes its structu
 as one packed system (``relax_packed``, ``fire_packed``): the same FIRE steps per structure,
 one compilation whatever their sizes (cobalt's 129 relaxing structures: 19 s instead of 93 s
 for the padded batches' shapes) and the same trajectories to rounding. A structure that pauses
-for a list rebuild waits until no other can step; then the paused ones are rebuilt and the
-rows re-packed.
+for a list rebuild waits until no other can step, or until at most a quarter of the packed
+structures can (``SHRINK_FACTOR``); then the paused ones get new lists and the unfinished
+ones are re-packed, into the smallest of the shapes full/4, full/16, ... that holds them
+(``reaxopt.packed.ladder_sizes``): the few slow structures step in a small system, and
+the repeated relaxations of a fit reuse a few compiled shapes.
 
 ``newton_refine`` finishes relaxations that FIRE left above ``rms_force`` at their step limit
 with a few Newton steps on the force constants (softer modes floored, energy-decreasing step
@@ -65,7 +68,8 @@ from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, sta
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
 from reaxopt.model import energy_forces_virial_moving, refresh_packed
-from reaxopt.packed import Packed, pack, packed_energy_forces_virial, row_systems, unpacked
+from reaxopt.packed import (Packed, ladder_sizes, pack, pack_counts, packed_energy_forces_virial,
+                            row_systems, unpacked)
 from reaxopt.restraints import batch_energy_forces as restraint_energy_forces
 from reaxopt.restraints import batch_of as restraints_of
 from reaxopt.restraints import energy_forces_virial as restraint_energy_forces_virial
@@ -74,6 +78,7 @@ KCAL_PER_EV = 23.060547830619029  # kcal/mol per eV (forces are scaled to eV/Å 
 DT, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA0, F_ALPHA, MAX_STEP = (0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99,
                                                               0.2)
 GROWTH_HEADROOM = 0.25  # extra room (share of the count) when a batch's lists outgrow it
+SHRINK_FACTOR = 4  # a packed relaxation re-packs when at most 1/4 of its structures still step
 CELL_LENGTH = 10.0  # Å per unit strain in FIRE's cell coordinate (the nonbonded cutoff's order)
 
 
@@ -149,11 +154,12 @@ def fire_batch(positions, cells, state: FireState, system, params: Params, ancho
 @partial(jax.jit, static_argnames="topology")
 def fire_packed(positions, cells, state: FireState, packed: Packed, params: Params, anchors,
                 cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, topology,
-                restraints=None):
+                restraints=None, least_running=0):
     """``fire_batch`` for the S structures of a packed system (``reaxopt.packed``): the same
     arguments and results, positions (S, n, 3) laid out as a batch, the energy evaluated packed
     (one compilation per packed shape, whatever the structures' sizes). Each structure's cell
-    is its ``packed.cells`` deformed, so its images move with it."""
+    is its ``packed.cells`` deformed, so its images move with it. It also returns when no more
+    than ``least_running`` structures can step (the caller re-packs the rest smaller)."""
     segments, atom_mask = packed.segments, packed.system.atom_mask
     n = positions.shape[1]
     local = jnp.where(atom_mask, segments.local, 0)
@@ -168,14 +174,16 @@ def fire_packed(positions, cells, state: FireState, packed: Packed, params: Para
         return unpacked(packed, f, n), w
 
     return _fire(positions, cells, state, unpacked(packed, atom_mask, n, False), reaxff, anchors,
-                 cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, restraints)
+                 cell_anchors, half_skin, reach, cell_free, max_steps, rms_force, restraints,
+                 least_running)
 
 
 def _fire(positions, cells, state: FireState, mask, reaxff, anchors, cell_anchors, half_skin,
-          reach, cell_free, max_steps, rms_force, restraints):
+          reach, cell_free, max_steps, rms_force, restraints, least_running=0):
     """FIRE's loop for ``fire_batch`` and ``fire_packed`` (traced inside them): mask (B, n)
     real atoms; reaxff(x (B, n, 3), cells) -> (ReaxFF forces (B, n, 3) kcal/mol/Å, virials
-    (B, 3, 3) kcal/mol)."""
+    (B, 3, 3) kcal/mol); the loop stops when no more than ``least_running`` structures can
+    step."""
     free = cell_free[:, None, None]
     inverse_anchors = jnp.linalg.inv(jnp.where(free, cell_anchors, jnp.eye(3)))
 
@@ -242,8 +250,8 @@ def _fire(positions, cells, state: FireState, mask, reaxff, anchors, cell_anchor
     f0, fc0 = forces_of(positions, cells)
     carry = (positions, cells, state, f0, fc0, _rms(f0, mask, fc0, cell_free),
              jnp.zeros(positions.shape[0], bool))
-    x, cells, state, _, _, rms, paused = jax.lax.while_loop(lambda c: jnp.any(running(c)), body,
-                                                            carry)
+    x, cells, state, _, _, rms, paused = jax.lax.while_loop(
+        lambda c: jnp.sum(running(c)) > least_running, body, carry)
     return x, cells, state, rms * KCAL_PER_EV, paused
 
 
@@ -346,10 +354,11 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
 def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_rows=(),
                  restraints=None):
     """``relax`` with the structures at ``rows`` relaxed together as one packed system
-    (``fire_packed``: one compilation whatever their sizes). A structure that pauses for a
-    list rebuild gets its lists rebuilt at its positions and cell and the rows are re-packed
-    (the padded sizes kept while they hold them). The model's batches and packed system take
-    the relaxed geometries (``place_geometries``)."""
+    (``fire_packed``: one compilation per packed shape whatever their sizes). A structure that
+    pauses for a list rebuild gets its lists rebuilt at its positions and cell; the unfinished
+    rows are re-packed when one paused or few still step (``SHRINK_FACTOR``), on the ladder of
+    shapes of ``reaxopt.packed.ladder_sizes``. The model's batches and packed system take the
+    relaxed geometries (``place_geometries``)."""
     rows = [int(k) for k in rows]
     if not rows:
         return model, np.zeros(model.n_structures, int), np.zeros(model.n_structures)
@@ -376,25 +385,47 @@ def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_
     limit = jnp.asarray(np.asarray(max_steps, np.int32)[rows])
     arrays = restraints_of(restraints, rows)
     packed = jax.tree_util.tree_map(jnp.asarray, pack(list(zip(x, systems))))
+    full_sizes = packed.sizes
     state = fire_start(jnp.asarray(x))
+    limit_host = np.asarray(limit)
+    rms = np.zeros(len(rows))
+    active = np.ones(len(rows), bool)  # rows still relaxing; the others packed as one atom
     while True:
         reach = cell_reach(x, mask, model.cutoffs.nonbonded + max(model.skins))
-        moved_x, moved_cells, state, rms, paused = fire_packed(
+        moved_x, moved_cells, state, part_rms, paused = fire_packed(
             jnp.asarray(x), jnp.asarray(cells), state, packed, params, jnp.asarray(anchors),
-            jnp.asarray(cell_anchors), half_skin, jnp.asarray(reach), cell_free, limit,
-            jnp.asarray(float(rms_force)), topology=model.topology, restraints=arrays)
-        x, cells, paused = np.array(moved_x), np.array(moved_cells), np.asarray(paused)
-        if not paused.any():
-            break
-        for j in np.nonzero(paused)[0]:
+            jnp.asarray(cell_anchors), half_skin, jnp.asarray(reach), cell_free,
+            jnp.where(jnp.asarray(active), limit, state.steps),  # finished: no more steps
+            jnp.asarray(float(rms_force)), topology=model.topology, restraints=arrays,
+            least_running=int(np.sum(active)) // SHRINK_FACTOR)
+        x, cells = np.array(moved_x), np.array(moved_cells)
+        rms[active] = np.asarray(part_rms)[active]
+        for j in np.nonzero(np.asarray(paused))[0]:
             systems[j] = rebuilt_system(model, rows[j], x[j], systems[j], cells[j])
             anchors[j], cell_anchors[j] = x[j], cells[j]
-        packed = jax.tree_util.tree_map(jnp.asarray, pack(list(zip(x, systems)), packed.sizes))
+        active &= (np.asarray(state.steps) < limit_host) & (rms >= rms_force)
+        if not active.any():
+            break
+        # re-pack the unfinished rows (finished ones as an isolated atom that never steps),
+        # into the smallest shape of the ladder that holds them
+        structures = [(x[j], systems[j]) if active[j] else _lone_atom(model, systems[j])
+                      for j in range(len(rows))]
+        largest = max(model.n_atoms[rows[j]] for j in np.nonzero(active)[0])
+        packed = jax.tree_util.tree_map(jnp.asarray, pack(
+            structures, ladder_sizes(full_sizes, pack_counts(structures)),
+            block=1 << (largest - 1).bit_length()))  # QEq blocks: powers of two, few shapes
     model = place_geometries(model, rows, [(x[j, :model.n_atoms[k]], cells[j])
                                            for j, k in enumerate(rows)])
     steps_out, rms_out = np.zeros(model.n_structures, int), np.zeros(model.n_structures)
-    steps_out[rows], rms_out[rows] = np.asarray(state.steps), np.asarray(rms)
+    steps_out[rows], rms_out[rows] = np.asarray(state.steps), rms
     return model, steps_out, rms_out
+
+
+def _lone_atom(model, system) -> tuple[Any, Any]:
+    """(positions, System) of one atom of ``system``'s first type, alone, neutral: the place a
+    finished structure keeps in a re-packed relaxation (it costs one atom and never steps)."""
+    return np.zeros((1, 3)), system_at(np.zeros((1, 3)), None, np.asarray(system.types)[:1], 0.0,
+                                       model.topology, model.cutoffs)
 
 
 def _replace_batch(model, c: int, positions=None, system=None, anchors=None,

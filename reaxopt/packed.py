@@ -41,14 +41,14 @@ _MASKS = {"angle": "angle_mask", "torsion": "torsion_mask", "hbond": "hbond_mask
 
 @partial(jax.tree_util.register_dataclass,
          data_fields=["positions", "system", "segments", "cells"],
-         meta_fields=["n_atoms", "sizes"])
+         meta_fields=["sizes"])
 @dataclass
 class Packed:
     """S structures packed into one system (a pytree).
 
     positions: (N, 3) Å; system: the packed ``System`` (identity cell, images in Å, total
     charge unused); segments: each atom's structure and QEq slot, per-structure total charges;
-    cells: (S, 3, 3) Å, each structure's cell (zeros: a molecule); n_atoms: real atom counts;
+    cells: (S, 3, 3) Å, each structure's cell (zeros: a molecule);
     sizes: the padded totals (``SIZE_NAMES``), which fix the compiled shape.
     """
 
@@ -56,7 +56,6 @@ class Packed:
     system: System
     segments: Segments
     cells: Any
-    n_atoms: tuple[int, ...] = field(default=())
     sizes: tuple[int, ...] = field(default=())
 
 
@@ -74,6 +73,34 @@ def padded_sizes(counts: tuple[int, ...], previous: tuple[int, ...] = (),
     grow = 1.0 + (GROWTH_HEADROOM if previous else 0.0)
     return tuple(int(round_up(np.array([max(int(np.ceil(c * grow)), 1)]), multiple)[0])
                  for c in counts)
+
+
+def ladder_sizes(full: tuple[int, ...], counts: tuple[int, ...], factor: int = 4,
+                 multiple: int = PACK_MULTIPLE) -> tuple[int, ...]:
+    """The smallest of the padded totals full / factor**L (L = 0, 1, ..., each rounded up to
+    ``multiple``) that holds ``counts``: subsets of the structures packed into ``full`` reuse a
+    few compiled shapes. ``full`` itself if none holds them (``pack`` then grows it)."""
+    chosen = tuple(full)
+    for level in range(1, 16):
+        sizes = tuple(int(round_up(np.array([max(-(-f // factor ** level), 1)]), multiple)[0])
+                      for f in full)
+        if not all(c <= size for c, size in zip(counts, sizes)):
+            break
+        chosen = sizes
+    return chosen
+
+
+def pack_counts(structures: list[tuple[Any, System]]) -> tuple[int, ...]:
+    """The real totals (``SIZE_NAMES`` order) of (positions, System) structures packed."""
+    def counts(system):
+        lists = system.lists
+        own = (int(np.sum(system.atom_mask)), int(np.sum(system.pairs.mask)))
+        if lists is None:
+            return own + (0,) * (len(SIZE_NAMES) - 2)
+        return own + (int(np.sum(lists.pairs.mask)),) + tuple(
+            int(np.sum(getattr(lists, mask))) for mask in _MASKS.values())
+
+    return tuple(int(sum(c)) for c in zip(*(counts(system) for _, system in structures)))
 
 
 def _real(lists_field, count):
@@ -100,11 +127,13 @@ def _pair_list(parts, size: int) -> PairList:
                     mask=np.arange(size) < count)
 
 
-def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = ()) -> Packed:
+def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
+         block: int | None = None) -> Packed:
     """Pack (positions (n, 3), System) per structure (unpadded or padded: padding atoms and
     list entries, masked, are dropped) into one ``Packed`` (host numpy), padded to
     ``padded_sizes`` (``previous``: the sizes of an earlier packing of the same structures,
-    kept while they suffice)."""
+    kept while they suffice). block: the QEq block size (part of the compiled shape; at least
+    the largest structure's atom count, which is the default)."""
     atoms, pair_parts, bonded_parts = [], [], []
     lists_parts: dict[str, list] = {}
     offset = pair_offset = 0
@@ -132,11 +161,9 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = ()) -
                 lists_parts.setdefault(f.name, []).append(value)
             pair_offset += n_pairs
         offset += n
-    counts = (offset, sum(len(p[0]) for p in pair_parts), pair_offset) + tuple(
-        sum(len(v) for v in lists_parts.get(mask, [])) for mask in _MASKS.values())
-    sizes = padded_sizes(counts, previous)
+    sizes = padded_sizes(pack_counts(structures), previous)
     n_total = sizes[0]
-    block = max(n for *_, n in atoms)
+    block = max([n for *_, n in atoms] + [block or 0])
     positions = np.concatenate([x for x, *_ in atoms])
     far = FAR * (1.0 + np.arange(n_total - offset))[:, None] * np.ones(3)
     structure = np.concatenate([np.full(n, s) for _, _, s, n in atoms])
@@ -167,7 +194,7 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = ()) -
                         count=len(structures), block=block)
     return Packed(positions=np.concatenate([positions, far]), system=system, segments=segments,
                   cells=np.stack([np.asarray(sy.cell, float) for _, sy in structures]),
-                  n_atoms=tuple(n for *_, n in atoms), sizes=sizes)
+                  sizes=sizes)
 
 
 def row_systems(model) -> list[tuple[Any, System]]:

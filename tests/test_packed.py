@@ -18,7 +18,7 @@ from reaxopt.evaluate import bond_cutoffs_for, build_system
 from reaxopt.forcefield import build_forcefield, expand
 from reaxopt.io.ffield import read_ffield
 from reaxopt.io.geometry import read_geometries
-from reaxopt.packed import pack, packed_outputs, padded_sizes, unpacked
+from reaxopt.packed import ladder_sizes, pack, packed_outputs, padded_sizes, unpacked
 
 
 def _packed_results(ffield, structures):
@@ -97,6 +97,15 @@ def test_padded_sizes_keep_the_shape_until_outgrown():
     assert padded_sizes((120, 900, 10), (128, 1024, 64)) == (128, 1024, 64)
     # outgrown: 25 % headroom on every total, rounded up to 64
     assert padded_sizes((130, 900, 10), (128, 1024, 64)) == (192, 1152, 64)
+
+
+def test_ladder_sizes_pick_the_smallest_quarter_that_holds_the_counts():
+    full = (2560, 4096, 640)
+    # rounded up to 64: full / 4 = (640, 1024, 192); / 16 = (192, 256, 64); / 64 = (64, 64, 64)
+    assert ladder_sizes(full, (600, 1000, 100)) == (640, 1024, 192)
+    assert ladder_sizes(full, (150, 200, 60)) == (192, 256, 64)
+    assert ladder_sizes(full, (60, 60, 10)) == (64, 64, 64)
+    assert ladder_sizes(full, (2000, 100, 10)) == full  # one total too large for a quarter
 
 
 def test_packed_model_gives_the_batched_loss_and_parameter_gradient():
