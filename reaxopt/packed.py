@@ -24,7 +24,7 @@ import numpy as np
 
 from reaxopt.cluster.clustering import round_up
 from reaxopt.cluster.neighbours import PairList, pairs_within
-from reaxopt.energy.segments import Segments
+from reaxopt.energy.segments import Segments, charges_vanish
 from reaxopt.energy.total import System, energy_at_charges, equilibrate_charges
 from reaxopt.forcefield import Params, Topology, expand
 
@@ -128,12 +128,14 @@ def _pair_list(parts, size: int) -> PairList:
 
 
 def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
-         block: int | None = None) -> Packed:
+         block: int | None = None, blocks: int | None = None) -> Packed:
     """Pack (positions (n, 3), System) per structure (unpadded or padded: padding atoms and
     list entries, masked, are dropped) into one ``Packed`` (host numpy), padded to
     ``padded_sizes`` (``previous``: the sizes of an earlier packing of the same structures,
     kept while they suffice). block: the QEq block size (part of the compiled shape; at least
-    the largest structure's atom count, which is the default)."""
+    the largest structure's atom count, which is the default); blocks: the number of QEq
+    blocks (at least, and by default, the number of structures whose charges do not vanish by
+    symmetry, ``charges_vanish``)."""
     atoms, pair_parts, bonded_parts = [], [], []
     lists_parts: dict[str, list] = {}
     offset = pair_offset = 0
@@ -188,10 +190,14 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
                     types=_pad([t for _, t, _, _ in atoms], n_total, 0, np.int32),
                     atom_mask=np.arange(n_total) < offset, total_charge=np.float64(0.0),
                     pairs=_pair_list(pair_parts, sizes[1]), lists=lists)
+    total_charge = np.array([float(sy.total_charge) for _, sy in structures])
+    charged = np.array([not charges_vanish(t, q) for (_, t, _, _), q in zip(atoms, total_charge)])
+    blocks = max(int(np.sum(charged)), blocks or 0)
     segments = Segments(structure=_pad([structure], n_total, 0, np.int32),
                         local=_pad([local], n_total, block, np.int32),
-                        total_charge=np.array([float(sy.total_charge) for _, sy in structures]),
-                        count=len(structures), block=block)
+                        total_charge=total_charge,
+                        charged=np.where(charged, np.cumsum(charged) - 1, blocks).astype(np.int32),
+                        count=len(structures), block=block, blocks=blocks)
     return Packed(positions=np.concatenate([positions, far]), system=system, segments=segments,
                   cells=np.stack([np.asarray(sy.cell, float) for _, sy in structures]),
                   sizes=sizes)

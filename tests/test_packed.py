@@ -6,6 +6,8 @@ and through a fit's loss and parameter gradient against the batched model.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,59 @@ def test_packed_cobalt_cells_match_lammps(shared_datasets):
     failures, worst = compare_with_lammps(folder / "ffield_lit", structures, results)
     assert not failures, "\n".join(failures)
     assert worst["largest_force"] > 1.0
+
+
+def test_structures_whose_charges_vanish_get_no_qeq_block(disulfide):
+    """A neutral structure of one atom type has zero QEq charges by symmetry (equal
+    electronegativities: q = 0 solves H q = -chi + mu): the packed system gives it no QEq
+    block. Its charges, from the full dense solve, are zero; a charged one of one type, and
+    the molecules of several types, keep their blocks and their charges."""
+    from reaxopt.energy.charges import qeq_matrix, solve_charges
+    from reaxopt.energy.segments import charges_vanish
+    from reaxopt.energy.taper import taper_coefficients
+    from reaxopt.energy.total import _pair_geometry
+
+    ffield, structures = disulfide
+    params, topology = build_forcefield(read_ffield(ffield))
+    cutoffs = bond_cutoffs_for(params, topology)
+    uniform = [s for s in structures if len(set(s.symbols)) == 1 and s.n_atoms > 1][:2]
+    mixed = [s for s in structures if len(set(s.symbols)) > 1][:3]
+    assert len(uniform) == 2 and len(mixed) == 3
+    built = [build_system(s, params, topology, cutoffs=cutoffs) for s in uniform + mixed]
+    ion = build_system(uniform[0], params, topology, cutoffs=cutoffs)
+    ion = (ion[0], dataclasses.replace(ion[1], total_charge=np.float64(1.0)))
+    assert charges_vanish(np.asarray(built[0][1].types)[:2], 0.0)
+    assert not charges_vanish(np.asarray(ion[1].types), 1.0)
+    packed = jax.tree_util.tree_map(jnp.asarray, pack(built + [ion]))
+    assert packed.segments.blocks == 4
+    np.testing.assert_array_equal(packed.segments.charged, [4, 4, 0, 1, 2, 3])
+    _, _, charges = packed_outputs(packed.positions, packed.system, packed.segments, params,
+                                   topology=topology, forces=False)
+    charges = np.asarray(unpacked(packed, charges, 26))
+    ff = expand(params, topology)
+    for k, (positions, system) in enumerate(built + [ion]):
+        r, ti, tj = _pair_geometry(positions, system)
+        h = qeq_matrix(r, system.pairs.i, system.pairs.j, system.pairs.mask, ff.gamma[ti, tj],
+                       ff.eta[system.types], system.atom_mask,
+                       taper_coefficients(ff.swa, ff.swb))
+        dense = np.asarray(solve_charges(h, ff.chi[system.types], system.atom_mask,
+                                         system.total_charge))
+        n = int(np.sum(system.atom_mask))
+        np.testing.assert_allclose(charges[k, :n], dense[:n], atol=1e-12)
+        if k < 2:
+            assert np.all(charges[k] == 0.0) and np.max(np.abs(dense)) < 1e-12
+        else:
+            assert np.max(np.abs(dense)) > 0.01
+    assert np.sum(charges[5]) == pytest.approx(1.0, abs=1e-12)
+    # nobody charged: no QEq at all, no Coulomb energy
+    only_uniform = jax.tree_util.tree_map(jnp.asarray, pack(built[:2]))
+    assert only_uniform.segments.blocks == 0
+    energy, _, charges = packed_outputs(only_uniform.positions, only_uniform.system,
+                                        only_uniform.segments, params, topology=topology,
+                                        forces=False)
+    assert np.all(np.asarray(charges) == 0.0)
+    np.testing.assert_allclose(np.asarray(energy), [r["energy"] for r in evaluate_in_one_shape(
+        ffield, uniform)], rtol=1e-10)
 
 
 def test_padded_sizes_keep_the_shape_until_outgrown():

@@ -50,28 +50,35 @@ def pair_elements(r, mask, gamma_ij, taper_coefficients):
 
 def block_charges(r, i, j, mask, gamma_ij, eta, chi, atom_mask, taper_coefficients,
                   segments: Segments):
-    """Charges (N,) in e of a packed system: one dense QEq solve per structure, its (S, m, m)
-    block assembled from the packed pairs (as ``qeq_matrix`` and ``solve_charges`` per
-    structure; m = ``segments.block``)."""
-    s, m = segments.count, segments.block
-    where = (segments.structure, segments.local)
+    """Charges (N,) in e of a packed system: one dense QEq solve per charged structure, its
+    (m, m) block assembled from the packed pairs (as ``qeq_matrix`` and ``solve_charges`` per
+    structure; m = ``segments.block``). Structures whose charges vanish by symmetry
+    (``segments.charged`` out of range) get none: their atoms and pairs are dropped."""
+    s, m = segments.blocks, segments.block
+    if s == 0:
+        return jnp.zeros_like(chi)
+    atom_block = jnp.where(atom_mask, segments.charged[segments.structure], s)
+    where = (atom_block, segments.local)
     h = jnp.tile(jnp.eye(m, dtype=r.dtype), (s, 1, 1))
-    h = h.at[where + (segments.local,)].set(jnp.where(atom_mask, eta, 1.0), mode="drop")
+    h = h.at[where + (segments.local,)].set(eta, mode="drop")
     h_pair = pair_elements(r, mask, gamma_ij, taper_coefficients)
-    block, local_i, local_j = segments.structure[i], segments.local[i], segments.local[j]
+    block, local_i, local_j = atom_block[i], segments.local[i], segments.local[j]
     h = h.at[block, local_i, local_j].add(h_pair, mode="drop")
     h = h.at[block, local_j, local_i].add(h_pair, mode="drop")
     chi_blocks = jnp.zeros((s, m), r.dtype).at[where].set(chi, mode="drop")
-    mask_blocks = jnp.zeros((s, m), bool).at[where].set(atom_mask, mode="drop")
-    charges = jax.vmap(solve_charges)(h, chi_blocks, mask_blocks, segments.total_charge)
-    return jnp.where(atom_mask, charges[segments.structure, jnp.minimum(segments.local, m - 1)],
+    mask_blocks = jnp.zeros((s, m), bool).at[where].set(True, mode="drop")
+    total = jnp.zeros(s, r.dtype).at[segments.charged].set(segments.total_charge, mode="drop")
+    charges = jax.vmap(solve_charges)(h, chi_blocks, mask_blocks, total)
+    return jnp.where(atom_block < s,
+                     charges[jnp.minimum(atom_block, s - 1), jnp.minimum(segments.local, m - 1)],
                      0.0)
 
 
 def solve_charges(h, chi, atom_mask, total_charge):
     """Charges (N,) in e from H q = -chi + mu, sum q = total_charge (padded atoms: 0).
 
-    The bordered system [[H, -1], [1^T, 0]] [q, mu] = [-chi, Q], solved densely.
+    The bordered system [[H, -1], [1^T, 0]] [q, mu] = [-chi, Q], solved densely (a block
+    without atoms, padding, gets mu = Q and no charges).
     """
     n = chi.shape[0]
     ones = atom_mask.astype(h.dtype)
@@ -79,6 +86,7 @@ def solve_charges(h, chi, atom_mask, total_charge):
     a = a.at[:n, :n].set(h)
     a = a.at[:n, n].set(-ones)
     a = a.at[n, :n].set(ones)
+    a = a.at[n, n].set(jnp.where(jnp.any(atom_mask), 0.0, 1.0))
     b = jnp.concatenate([jnp.where(atom_mask, -chi, 0.0), jnp.atleast_1d(total_charge)])
     solution = jnp.linalg.solve(a, b)
     return jnp.where(atom_mask, solution[:n], 0.0)

@@ -22,13 +22,25 @@ import jax.numpy as jnp
 class Segments:
     """structure: (N,) int, each atom's structure (padding atoms: 0, masked everywhere);
     local: (N,) int, its slot in its structure's QEq block (padding atoms: ``block``, out of
-    range); total_charge: (S,) e; count: S; block: the largest atom count (QEq block size)."""
+    range); total_charge: (S,) e; charged: (S,) int, each structure's QEq block, or
+    ``blocks`` (out of range) for one whose charges vanish (``charges_vanish``); count: S;
+    block: the QEq block size (at least the largest atom count); blocks: the number of QEq
+    blocks (0: no structure carries charge)."""
 
     structure: Any
     local: Any
     total_charge: Any
+    charged: Any
     count: int = field(metadata=dict(static=True))
     block: int = field(metadata=dict(static=True))
+    blocks: int = field(metadata=dict(static=True))
+
+
+def charges_vanish(types, total_charge: float) -> bool:
+    """Whether a structure's QEq charges are zero by symmetry: it is neutral and all its atoms
+    share one type (one electronegativity), so q = 0 solves H q = -chi + mu exactly, for any
+    positions and parameters (and so do all the charges' derivatives)."""
+    return total_charge == 0.0 and len(set(int(t) for t in types)) <= 1
 
 
 def summed(values, owners, segments: Segments | None):

@@ -100,8 +100,11 @@ def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology
     e_vdw = vdw_energy(r, pairs.mask, pair_params, coefficients, ff.p_vdw1,
                        vdw_type=topology.vdw_type, lgvdw=topology.lgvdw, owners=pairs.i,
                        segments=segments)
-    e_coulomb = coulomb_energy(r, pairs.mask, charges[pairs.i], charges[pairs.j],
-                               ff.gamma[ti, tj], coefficients, pairs.i, segments)
+    if segments is not None and segments.blocks == 0:  # no structure carries charge
+        e_coulomb = jnp.zeros(segments.count, r.dtype)
+    else:
+        e_coulomb = coulomb_energy(r, pairs.mask, charges[pairs.i], charges[pairs.j],
+                                   ff.gamma[ti, tj], coefficients, pairs.i, segments)
     e_qeq = qeq.charge_equilibration_energy(charges, ff.chi[system.types], ff.eta[system.types],
                                             system.atom_mask, segments)
     return {"van_der_waals": e_vdw, "coulomb": e_coulomb, "charge_equilibration": e_qeq}
