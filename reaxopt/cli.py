@@ -268,9 +268,14 @@ def _compilation_cache() -> None:
 
     The directory is $REAXOPT_CACHE_DIR (``off`` disables the cache), else
     $XDG_CACHE_HOME/reaxopt/jax or ~/.cache/reaxopt/jax. JAX's own JAX_COMPILATION_CACHE_DIR
-    takes precedence when set.
+    takes precedence when set. Every compilation is kept, however quick (JAX keeps only those
+    over a second by default; the many small ones cost a warm start 1-2 s), unless
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise.
     """
     import jax
+
+    if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return

@@ -26,10 +26,12 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """One JAX persistent compilation cache for the whole run, so that a function a later
-    module needs again is reloaded from disk rather than recompiled after ``release_compiled``."""
+    module needs again is reloaded from disk rather than recompiled after ``release_compiled``
+    (all of them, however quick to compile, as ``reaxopt fit`` keeps them)."""
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     yield
 
 
