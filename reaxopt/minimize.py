@@ -391,6 +391,7 @@ def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_
     limit_host = np.asarray(limit)
     rms = np.zeros(len(rows))
     active = np.ones(len(rows), bool)  # rows still relaxing; the others packed as one atom
+    lone_atom = _lone_atom(model)
     while True:
         reach = cell_reach(x, mask, model.cutoffs.nonbonded + max(model.skins))
         moved_x, moved_cells, state, part_rms, paused = fire_packed(
@@ -409,8 +410,7 @@ def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_
             break
         # re-pack the unfinished rows (finished ones as an isolated atom that never steps),
         # into the smallest shape of the ladder that holds them
-        structures = [(x[j], systems[j]) if active[j] else _lone_atom(model, systems[j])
-                      for j in range(len(rows))]
+        structures = [(x[j], systems[j]) if active[j] else lone_atom for j in range(len(rows))]
         unfinished = np.nonzero(active)[0]
         largest = max(model.n_atoms[rows[j]] for j in unfinished)
         charged = sum(not charges_vanish(np.asarray(systems[j].types)[:model.n_atoms[rows[j]]],
@@ -430,10 +430,11 @@ def _power_of_two(n: int) -> int:
     return 0 if n == 0 else 1 << (n - 1).bit_length()
 
 
-def _lone_atom(model, system) -> tuple[Any, Any]:
-    """(positions, System) of one atom of ``system``'s first type, alone, neutral: the place a
-    finished structure keeps in a re-packed relaxation (it costs one atom and never steps)."""
-    return np.zeros((1, 3)), system_at(np.zeros((1, 3)), None, np.asarray(system.types)[:1], 0.0,
+def _lone_atom(model) -> tuple[Any, Any]:
+    """(positions, System) of one atom of the first type, alone, neutral: the place a finished
+    structure keeps in a re-packed relaxation (it costs one atom and never steps; its row's
+    positions, passed to FIRE apart from the packed system, stay as they are)."""
+    return np.zeros((1, 3)), system_at(np.zeros((1, 3)), None, np.zeros(1, np.int32), 0.0,
                                        model.topology, model.cutoffs)
 
 
