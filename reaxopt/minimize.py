@@ -65,7 +65,6 @@ import numpy as np
 
 from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, stack_trees,
                                      system_interaction_sizes, unstack_tree)
-from reaxopt.energy.segments import charges_vanish
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
 from reaxopt.model import energy_forces_virial_moving, refresh_packed
@@ -411,23 +410,13 @@ def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_
         # re-pack the unfinished rows (finished ones as an isolated atom that never steps),
         # into the smallest shape of the ladder that holds them
         structures = [(x[j], systems[j]) if active[j] else lone_atom for j in range(len(rows))]
-        unfinished = np.nonzero(active)[0]
-        largest = max(model.n_atoms[rows[j]] for j in unfinished)
-        charged = sum(not charges_vanish(np.asarray(systems[j].types)[:model.n_atoms[rows[j]]],
-                                         float(systems[j].total_charge)) for j in unfinished)
-        packed = jax.tree_util.tree_map(jnp.asarray, pack(  # QEq blocks: powers of two
-            structures, ladder_sizes(full_sizes, pack_counts(structures)),
-            block=_power_of_two(largest), blocks=_power_of_two(charged)))
+        packed = jax.tree_util.tree_map(jnp.asarray, pack(
+            structures, ladder_sizes(full_sizes, pack_counts(structures)), round_qeq=True))
     model = place_geometries(model, rows, [(x[j, :model.n_atoms[k]], cells[j])
                                            for j, k in enumerate(rows)])
     steps_out, rms_out = np.zeros(model.n_structures, int), np.zeros(model.n_structures)
     steps_out[rows], rms_out[rows] = np.asarray(state.steps), rms
     return model, steps_out, rms_out
-
-
-def _power_of_two(n: int) -> int:
-    """The smallest power of two >= n (0 for 0)."""
-    return 0 if n == 0 else 1 << (n - 1).bit_length()
 
 
 def _lone_atom(model) -> tuple[Any, Any]:

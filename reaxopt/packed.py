@@ -128,14 +128,14 @@ def _pair_list(parts, size: int) -> PairList:
 
 
 def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
-         block: int | None = None, blocks: int | None = None) -> Packed:
+         round_qeq: bool = False) -> Packed:
     """Pack (positions (n, 3), System) per structure (unpadded or padded: padding atoms and
     list entries, masked, are dropped) into one ``Packed`` (host numpy), padded to
     ``padded_sizes`` (``previous``: the sizes of an earlier packing of the same structures,
-    kept while they suffice). block: the QEq block size (part of the compiled shape; at least
-    the largest structure's atom count, which is the default); blocks: the number of QEq
-    blocks (at least, and by default, the number of structures whose charges do not vanish by
-    symmetry, ``charges_vanish``)."""
+    kept while they suffice). The QEq blocks, part of the compiled shape: one per structure
+    whose charges do not vanish by symmetry (``charges_vanish``), the largest structure's atom
+    count in size; ``round_qeq``: both rounded up to powers of two (re-packed subsets of the
+    structures then share a few compiled shapes)."""
     atoms, pair_parts, bonded_parts = [], [], []
     lists_parts: dict[str, list] = {}
     offset = pair_offset = 0
@@ -165,7 +165,7 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
         offset += n
     sizes = padded_sizes(pack_counts(structures), previous)
     n_total = sizes[0]
-    block = max([n for *_, n in atoms] + [block or 0])
+    block = max(n for *_, n in atoms)
     positions = np.concatenate([x for x, *_ in atoms])
     far = FAR * (1.0 + np.arange(n_total - offset))[:, None] * np.ones(3)
     structure = np.concatenate([np.full(n, s) for _, _, s, n in atoms])
@@ -192,7 +192,9 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
                     pairs=_pair_list(pair_parts, sizes[1]), lists=lists)
     total_charge = np.array([float(sy.total_charge) for _, sy in structures])
     charged = np.array([not charges_vanish(t, q) for (_, t, _, _), q in zip(atoms, total_charge)])
-    blocks = max(int(np.sum(charged)), blocks or 0)
+    blocks = int(np.sum(charged))
+    if round_qeq:
+        block, blocks = _power_of_two(block), _power_of_two(blocks)
     segments = Segments(structure=_pad([structure], n_total, 0, np.int32),
                         local=_pad([local], n_total, block, np.int32),
                         total_charge=total_charge,
@@ -201,6 +203,11 @@ def pack(structures: list[tuple[Any, System]], previous: tuple[int, ...] = (),
     return Packed(positions=np.concatenate([positions, far]), system=system, segments=segments,
                   cells=np.stack([np.asarray(sy.cell, float) for _, sy in structures]),
                   sizes=sizes)
+
+
+def _power_of_two(n: int) -> int:
+    """The smallest power of two >= n (0 for 0)."""
+    return 0 if n == 0 else 1 << (n - 1).bit_length()
 
 
 def row_systems(model) -> list[tuple[Any, System]]:
