@@ -493,6 +493,8 @@ def place_geometries(model, rows, placed):
 NEWTON_FLOOR = 1.0  # kcal/mol/Å²: softer (or unstable) internal modes step as if this stiff
 NEWTON_MAX_STEP = 0.2  # Å: the largest atom displacement of one Newton step
 NEWTON_HALVINGS = 4  # step halvings tried before a structure keeps its geometry
+CHORD_STEPS = 4  # Newton steps that may reuse one force-constant evaluation
+CHORD_RATE = 0.5  # a reused step must cut each moved structure's RMS force to this share
 
 
 def restraint_terms(model, restraints) -> tuple[np.ndarray, np.ndarray]:
@@ -510,10 +512,9 @@ def restraint_terms(model, restraints) -> tuple[np.ndarray, np.ndarray]:
 
 
 def newton_refine(model, params: Params, rows, rms_force: float, iterations: int,
-                  restraints=None):
+                  restraints=None, on_step=None):
     """(model, rms force (S,)) with the structures at model rows ``rows`` moved by up to
-    ``iterations`` Newton steps x <- x + t K⁺F towards their minimum, each until its RMS force
-    is below ``rms_force`` (kcal/mol/Å).
+    ``iterations`` Newton steps x <- x + t K⁺F towards their minimum, each until its RMS force is below ``rms_force`` (kcal/mol/Å).
 
     K⁺ is the force constants' inverse on internal motions (``reaxopt.response``), softer or
     unstable modes floored at NEWTON_FLOOR, so every step goes downhill; t = 1, 1/2, 1/4, ...
@@ -521,9 +522,16 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
     that lowers the structure's energy is taken, else the structure stops where it is. Near a
     minimum Newton converges quadratically where FIRE's fixed step limit leaves stiff molecules
     (soft torsions beside stiff bonds) at a finite force: a refined geometry follows the
-    parameters smoothly, as the fit's trust-region steps assume. Atoms only: cells are left as
-    they are (rows with a relaxing cell should not be passed). restraints: per model row, its
-    BGF restraints (None: none), added to the energy and forces as ``relax`` adds them."""
+    parameters smoothly, as the fit's trust-region steps assume. The force constants cost far
+    more than the forces, so a step reuses the last ones (a chord step, with the forces where
+    the structure now is) while every structure the previous step moved had its full step and
+    its RMS force cut to CHORD_RATE or less, for at most CHORD_STEPS steps per evaluation; a
+    structure that cannot go downhill on reused force constants tries again on fresh ones
+    before it stops. Atoms only: cells are left as they are (rows with a relaxing cell should
+    not be passed). restraints: per model row, its BGF restraints (None: none), added to the
+    energy and forces as ``relax`` adds them. on_step(largest, fresh): called after each step
+    with the largest RMS force of the structures it moved or tried and whether it evaluated
+    force constants."""
     from reaxopt.response import relaxed_response
 
     rows = [int(r) for r in rows]
@@ -536,49 +544,61 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
         forces = np.asarray(predictions.forces) + restraint_forces
         rms = np.array([np.sqrt(np.mean(forces[k, :model.n_atoms[k]] ** 2)) for k in
                         range(model.n_structures)])
-        return energy, rms
+        return energy, rms, forces
 
-    energy, rms = state(model)
+    energy, rms, forces = state(model)
     placed = geometries(model)
     at = {k: placed[k] for k in rows}
     stopped: set[int] = set()
+    inverses: dict[int, np.ndarray] = {}
+    reused = 0
     for _ in range(iterations):
         active = [k for k in rows if rms[k] >= rms_force and k not in stopped]
         if not active:
             break
-        # the force constants of all ``rows`` each time: the same batch shapes compile once
-        response = relaxed_response(model, params, rows, NEWTON_FLOOR, restraints)
-        local = {int(r): j for j, r in enumerate(np.asarray(response.rows))}
+        fresh = not inverses or reused >= CHORD_STEPS
+        if fresh:
+            # the force constants of all ``rows`` each time: the same batch shapes compile once
+            response = relaxed_response(model, params, rows, NEWTON_FLOOR, restraints)
+            local = {int(r): j for j, r in enumerate(np.asarray(response.rows))}
+            inverses = {k: np.asarray(response.inverse_force_constants[
+                local[k], :3 * model.n_atoms[k], :3 * model.n_atoms[k]]) for k in rows}
+            reused = 0
+        reused += 1
         steps = {}
         for k in active:
             n = model.n_atoms[k]
-            j = local[k]
-            inverse = np.asarray(response.inverse_force_constants[j, :3 * n, :3 * n])
-            force = np.asarray(response.start_forces[j, :n]
-                               + response.restraint_forces[j, :n]).ravel()
-            step = (inverse @ force).reshape(n, 3)
+            step = (inverses[k] @ forces[k, :n].ravel()).reshape(n, 3)
             largest = np.max(np.linalg.norm(step, axis=1), initial=0.0)
             steps[k] = step * min(1.0, NEWTON_MAX_STEP / max(largest, 1e-30))
+        before = rms.copy()
         pending = list(active)
         scale = 1.0
         for _ in range(NEWTON_HALVINGS + 1):
             trial = place_geometries(model, pending, [(at[k][0] + scale * steps[k], at[k][1])
                                                       for k in pending])
-            trial_energy, trial_rms = state(trial)
+            trial_energy, trial_rms, trial_forces = state(trial)
             better = [k for k in pending if trial_energy[k] < energy[k]]
             if len(better) == len(pending):
                 model = trial
             elif better:  # only the structures whose energy dropped move
                 model = place_geometries(model, better, [(at[k][0] + scale * steps[k], at[k][1])
                                                          for k in better])
-            if better:
-                for k in better:
-                    at[k] = (at[k][0] + scale * steps[k], at[k][1])
-                    energy[k], rms[k] = trial_energy[k], trial_rms[k]
+            for k in better:
+                at[k] = (at[k][0] + scale * steps[k], at[k][1])
+                energy[k], rms[k] = trial_energy[k], trial_rms[k]
+                forces[k] = trial_forces[k]
+                if scale < 1.0 or rms[k] > CHORD_RATE * before[k]:
+                    reused = CHORD_STEPS  # the force constants have gone stale
             pending = [k for k in pending if k not in better]
             if not pending:
                 break
             scale *= 0.5
-        stopped.update(pending)
+        if pending and not fresh:
+            reused = CHORD_STEPS  # no way down on reused force constants: try fresh ones
+        elif pending:
+            stopped.update(pending)
+        if on_step is not None:
+            on_step(float(np.max(rms[active])), fresh)
     rms_out[rows] = rms[rows]
     return model, rms_out

@@ -192,13 +192,16 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
                       and rms[j] >= config.minimize.rms_force]
             if refine:
                 before = float(np.max(rms))
+                taken: list[bool] = []  # per Newton step: whether it evaluated force constants
                 relaxed_model, refined = newton_refine(relaxed_model, params, refine,
                                                        config.minimize.rms_force,
                                                        config.minimize.newton_steps,
-                                                       restraints)
+                                                       restraints,
+                                                       lambda _, fresh: taken.append(fresh))
                 rms[refine] = refined[refine]
-                newton = (f"; Newton steps for {len(refine)} (largest RMS force "
-                          f"{before:.3g} before)")
+                newton = (f"; {len(taken)} Newton steps ({sum(taken)} force-constant "
+                          f"evaluations) for {len(refine)} (largest RMS force {before:.3g} "
+                          "before)")
         result = assembled(relaxed_model, params)
         release_compiled_code_if_crowded()
         worst = int(np.argmax(rms))

@@ -169,17 +169,33 @@ def test_stiffness_floor_bounds_soft_modes_and_keeps_stiff_ones():
     assert np.max(np.abs(exact @ rigid)) < 1e-12 and np.max(np.abs(floored @ rigid)) < 1e-12
 
 
-def test_newton_steps_finish_an_unconverged_relaxation(setup, relaxed_model):
+def test_newton_steps_finish_an_unconverged_relaxation(setup, relaxed_model, monkeypatch):
     """FIRE stopped after 10 steps leaves acetaldehyde at RMS force > 0.5 kcal/mol/Å; Newton
     steps take it to RMS < 1e-4 at a lower energy, at the minimum that Newton iterations from a
-    long FIRE relaxation reach."""
+    long FIRE relaxation reach; steps that keep halving the force reuse the force constants, so
+    there are fewer force-constant evaluations than steps."""
+    import reaxopt.response
+
     params, topology, tmap, molecule = setup
     structure = Structure(molecule.name, molecule.symbols, molecule.positions,
                           run_type="minimize")
     started, _, rms = relax(build_model([structure], params, topology), params, [0], [10], 0.01)
     assert rms[0] > 0.5
-    refined, refined_rms = newton_refine(started, params, [0], 1e-4, 8)
+    evaluations = []
+
+    def counted(*args, **kwargs):
+        evaluations.append(args[2])
+        return relaxed_response(*args, **kwargs)
+
+    monkeypatch.setattr(reaxopt.response, "relaxed_response", counted)
+    steps = []
+    refined, refined_rms = newton_refine(started, params, [0], 1e-4, 8,
+                                         on_step=lambda *step: steps.append(step))
     assert refined_rms[0] < 1e-4
+    largest = [rms for rms, _ in steps]
+    assert largest == sorted(largest, reverse=True) and largest[-1] == refined_rms[0]
+    assert sum(fresh for _, fresh in steps) == len(evaluations) < len(steps) <= 8
+    assert steps[0][1]  # the first step evaluates force constants
     n = len(molecule.symbols)
     forces = np.asarray(refined.predict(params).forces[0, :n])
     assert np.sqrt(np.mean(forces ** 2)) == pytest.approx(refined_rms[0], rel=1e-9)
