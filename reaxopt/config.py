@@ -112,7 +112,7 @@ class Config:
 
     path: Path
     force_field: Path
-    params: Path
+    params: tuple[Path, ...]  # params files, their selections fitted together
     training: DataFiles
     validation: DataFiles | None = None
     split: Split | None = None
@@ -288,6 +288,15 @@ def _bool(ctx: _Context, key: str, value) -> bool:
     if not isinstance(value, bool):
         raise ctx.error(key, f"expected true or false, found {_type_name(value)} ({value!r})")
     return value
+
+
+def _params_files(ctx: _Context, value) -> tuple[Path, ...]:
+    """``params``: one path, or a list of paths whose selections are fitted together."""
+    if isinstance(value, list):
+        if not value:
+            raise ctx.error("params", "expected a path or a list of paths, found an empty list")
+        return tuple(_path(ctx, "params", item) for item in value)
+    return (_path(ctx, "params", value),)
 
 
 def _path(ctx: _Context, key: str, value, must_exist: bool = True) -> Path:
@@ -472,7 +481,7 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
         if data.get(required) is None:
             raise ctx.error(required, f"the required key '{required}' is missing")
     force_field = _path(ctx, "force_field", data["force_field"])
-    params = _path(ctx, "params", data["params"])
+    params = _params_files(ctx, data["params"])
     training = _data_files(ctx, "", data)
     if training.empty:
         raise InputError("no training inputs: expected 'geo' + 'trainset' (classic inputs) "
@@ -517,7 +526,9 @@ def _data_dict(files: DataFiles) -> dict:
 
 
 def _config_dict(config: Config) -> dict:
-    out: dict[str, Any] = {"force_field": str(config.force_field), "params": str(config.params)}
+    params = [str(p) for p in config.params]
+    out: dict[str, Any] = {"force_field": str(config.force_field),
+                           "params": params[0] if len(params) == 1 else params}
     out.update(_data_dict(config.training))
     if config.validation is not None:
         out["validation"] = _data_dict(config.validation)

@@ -145,7 +145,7 @@ def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Proble
     tmap = theta_map(inputs.params)
     if tmap.size == 0:
         raise InputError("the params file selects no parameters; expected at least one line",
-                         file=config.params)
+                         file=", ".join(str(p) for p in config.params))
     sets = [("training", inputs.training)]
     if inputs.validation is not None:
         sets.append(("validation", inputs.validation))

@@ -65,15 +65,13 @@ class Inputs:
 
 def load_inputs(config: Config) -> Inputs:
     """Read and cross-check every file ``config`` names."""
-    from reaxopt.io.params import read_params
-
     ff = read_ffield(config.force_field)
     lgvdw = ff.lgvdw if config.energy.lgvdw is None else config.energy.lgvdw
     if lgvdw and not ff.lgvdw:
         raise InputError(f"energy.lgvdw is true but the force field {config.force_field} has no "
                          "low-gradient vdW line (a fifth line of 2 numbers per atom); use an lgvdw "
                          "force field or set lgvdw to false", file=config.path, key="energy.lgvdw")
-    params = read_params(config.params, ff)
+    params = _read_all_params(config.params, ff)
     training = _load_data(config.training, ff, config)
     validation = None
     if config.validation is not None:
@@ -81,6 +79,24 @@ def load_inputs(config: Config) -> Inputs:
     elif config.split is not None:
         training, validation = split_data(training, config.split, config.path)
     return Inputs(config, ff, params, training, validation, lgvdw)
+
+
+def _read_all_params(paths, ff: FField) -> list:
+    """The ParamSpecs of every params file in ``paths``, in order; a parameter selected twice
+    is an error naming the second selection."""
+    from reaxopt.io.params import read_params
+
+    specs, seen = [], {}
+    for path in paths:
+        for spec in read_params(path, ff):
+            key = (spec.section, spec.entry, spec.parameter)
+            if key in seen:
+                raise InputError(f"{spec.label} is selected again (first in {seen[key]}); "
+                                 "expected each parameter in one params line only",
+                                 file=path, line=spec.line)
+            seen[key] = f"{path}, line {spec.line}"
+            specs.append(spec)
+    return specs
 
 
 def _load_data(files: DataFiles, ff: FField, config: Config) -> DataSet:
@@ -277,7 +293,8 @@ def summary(inputs: Inputs) -> str:
     out.append(f"optimizer: {o.method}, {_count(o.steps, 'step')} x {_count(o.trials, 'trial')}, "
                f"init {o.init}, "
                f"seed {o.seed}; output directory {c.output_dir}")
-    out.append(f"parameters to fit: {len(inputs.params)} (from {c.params})")
+    sources = ", ".join(str(p) for p in c.params)
+    out.append(f"parameters to fit: {len(inputs.params)} (from {sources})")
     rows = [[str(k + 1), p.label, f"{p.section}/{p.entry}/{p.parameter}",
              _number(get_value(ff, p)), _number(p.lower), _number(p.upper), _number(p.step),
              str(p.line)]

@@ -71,7 +71,7 @@ def test_paths_resolve_from_the_config_directory_not_the_working_directory(folde
     path = write(sub, BASE.replace("data/", "../data/") + "output_dir: out\n")
     monkeypatch.chdir(folder / "data")
     config = load_config(Path("..") / "runs" / "config.yaml")
-    assert config.params == folder / "data" / "params"
+    assert config.params == (folder / "data" / "params",)
     assert config.output_dir == sub / "out"
     assert config.path == path
 
@@ -295,3 +295,39 @@ def test_energy_keywords_reach_the_force_field(folder):
     with pytest.raises(InputError) as error:
         forcefield_for(ffield, load_config(write(folder, BASE + "energy: {lgvdw: true}\n")))
     assert error.value.key == "energy.lgvdw" and "has no low-gradient" in str(error.value)
+
+
+def test_params_may_be_a_list_of_files_fitted_together(folder, tmp_path):
+    """configs/disulfide87.yaml: the set's params (69 lines) and the 18 lines it comments out,
+    as ffield_best was fitted; a parameter selected in two files is an error naming the second
+    file and line; the resolved config writes the list back."""
+    from reaxopt.inputs import _read_all_params
+    from reaxopt.io.ffield import read_ffield
+
+    repo = Path(__file__).resolve().parents[1]
+    config = load_config(repo / "configs" / "disulfide87.yaml")
+    shared = repo.parent / "shared" / "datasets" / "disulfide" / "params"
+    assert config.params == (shared.resolve(), repo / "configs" / "disulfide_commented.params")
+    ff = read_ffield(config.force_field)
+    specs = _read_all_params(config.params, ff)
+    assert len(specs) == 87
+    assert [s.line for s in specs[69:]] == list(range(4, 22))  # after the file's comments
+    assert {(s.section, s.entry, s.parameter) for s in specs[69:]} >= {(2, 4, 1), (3, 10, 14),
+                                                                      (4, 5, 4)}
+    assert len({(s.section, s.entry, s.parameter) for s in specs}) == 87
+    again = tmp_path / "again.params"
+    again.write_text("  3  4 13  0.0050  -0.3000  -0.0001\n")
+    with pytest.raises(InputError) as info:
+        _read_all_params(config.params + (again,), ff)
+    assert info.value.file == str(again) and info.value.line == 1
+    assert "selected again" in info.value.message and "disulfide_commented.params" in \
+        info.value.message
+    dumped = write(folder, BASE.replace("params: data/params",
+                                        "params: [data/params, data/ffield]"))
+    both = load_config(dumped)
+    assert both.params == (folder / "data" / "params", folder / "data" / "ffield")
+    out = tmp_path / "resolved.yaml"
+    both.dump(out)
+    assert load_config(out).params == both.params
+    assert "expected a path or a list" in error_of(write(folder, BASE.replace(
+        "params: data/params", "params: []"))).message
