@@ -17,6 +17,7 @@ import numpy as np
 from reaxopt.config import Config, DataFiles, Split
 from reaxopt.errors import InputError
 from reaxopt.io.ffield import FField, read_ffield
+from reaxopt.io.params import read_params_files
 from reaxopt.structure import Structure
 
 
@@ -71,7 +72,7 @@ def load_inputs(config: Config) -> Inputs:
         raise InputError(f"energy.lgvdw is true but the force field {config.force_field} has no "
                          "low-gradient vdW line (a fifth line of 2 numbers per atom); use an lgvdw "
                          "force field or set lgvdw to false", file=config.path, key="energy.lgvdw")
-    params = _read_all_params(config.params, ff)
+    params = read_params_files(config.params, ff)
     training = _load_data(config.training, ff, config)
     validation = None
     if config.validation is not None:
@@ -79,24 +80,6 @@ def load_inputs(config: Config) -> Inputs:
     elif config.split is not None:
         training, validation = split_data(training, config.split, config.path)
     return Inputs(config, ff, params, training, validation, lgvdw)
-
-
-def _read_all_params(paths, ff: FField) -> list:
-    """The ParamSpecs of every params file in ``paths``, in order; a parameter selected twice
-    is an error naming the second selection."""
-    from reaxopt.io.params import read_params
-
-    specs, seen = [], {}
-    for path in paths:
-        for spec in read_params(path, ff):
-            key = (spec.section, spec.entry, spec.parameter)
-            if key in seen:
-                raise InputError(f"{spec.label} is selected again (first in {seen[key]}); "
-                                 "expected each parameter in one params line only",
-                                 file=path, line=spec.line)
-            seen[key] = f"{path}, line {spec.line}"
-            specs.append(spec)
-    return specs
 
 
 def _load_data(files: DataFiles, ff: FField, config: Config) -> DataSet:

@@ -514,7 +514,8 @@ def restraint_terms(model, restraints) -> tuple[np.ndarray, np.ndarray]:
 def newton_refine(model, params: Params, rows, rms_force: float, iterations: int,
                   restraints=None, on_step=None):
     """(model, rms force (S,)) with the structures at model rows ``rows`` moved by up to
-    ``iterations`` Newton steps x <- x + t K⁺F towards their minimum, each until its RMS force is below ``rms_force`` (kcal/mol/Å).
+    ``iterations`` Newton steps x <- x + t K⁺F towards their minimum, each until its RMS force
+    is below ``rms_force`` (kcal/mol/Å).
 
     K⁺ is the force constants' inverse on internal motions (``reaxopt.response``), softer or
     unstable modes floored at NEWTON_FLOOR, so every step goes downhill; t = 1, 1/2, 1/4, ...

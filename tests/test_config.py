@@ -301,15 +301,15 @@ def test_params_may_be_a_list_of_files_fitted_together(folder, tmp_path):
     """configs/disulfide87.yaml: the set's params (69 lines) and the 18 lines it comments out,
     as ffield_best was fitted; a parameter selected in two files is an error naming the second
     file and line; the resolved config writes the list back."""
-    from reaxopt.inputs import _read_all_params
     from reaxopt.io.ffield import read_ffield
+    from reaxopt.io.params import read_params_files
 
     repo = Path(__file__).resolve().parents[1]
     config = load_config(repo / "configs" / "disulfide87.yaml")
     shared = repo.parent / "shared" / "datasets" / "disulfide" / "params"  # as written: a
     assert config.params == (shared, repo / "configs" / "disulfide_commented.params")  # link stays
     ff = read_ffield(config.force_field)
-    specs = _read_all_params(config.params, ff)
+    specs = read_params_files(config.params, ff)
     assert len(specs) == 87
     assert [s.line for s in specs[69:]] == list(range(4, 22))  # after the file's comments
     assert {(s.section, s.entry, s.parameter) for s in specs[69:]} >= {(2, 4, 1), (3, 10, 14),
@@ -318,9 +318,9 @@ def test_params_may_be_a_list_of_files_fitted_together(folder, tmp_path):
     again = tmp_path / "again.params"
     again.write_text("  3  4 13  0.0050  -0.3000  -0.0001\n")
     with pytest.raises(InputError) as info:
-        _read_all_params(config.params + (again,), ff)
+        read_params_files(config.params + (again,), ff)
     assert info.value.file == str(again) and info.value.line == 1
-    assert "selected again" in info.value.message and "disulfide_commented.params" in \
+    assert "selected twice" in info.value.message and "disulfide_commented.params" in \
         info.value.message
     dumped = write(folder, BASE.replace("params: data/params",
                                         "params: [data/params, data/ffield]"))

@@ -97,10 +97,22 @@ def read_params(path: str | os.PathLike, ffield: FField) -> list[ParamSpec]:
     return parse_params(text, ffield, path)
 
 
-def parse_params(text: str, ffield: FField, path: str | os.PathLike = "<params>") -> list[ParamSpec]:
-    """Parse the text of a params file against ``ffield``; errors name ``path`` and the line."""
+def read_params_files(paths, ffield: FField) -> list[ParamSpec]:
+    """Read several params files in order, their selections fitted together: a parameter
+    selected twice, in one file or in two, is an error naming both selections."""
+    seen: dict = {}
+    return [spec for path in paths
+            for spec in parse_params(read_input_text(path, "params file"), ffield, path, seen)]
+
+
+def parse_params(text: str, ffield: FField, path: str | os.PathLike = "<params>",
+                 seen: dict | None = None) -> list[ParamSpec]:
+    """Parse the text of a params file against ``ffield``; errors name ``path`` and the line.
+    seen: (section, entry, parameter) -> (path, line) of selections read before, updated (a
+    parameter selected again is an error)."""
     path = str(path)
-    specs, seen = [], {}
+    specs, seen = [], {} if seen is None else seen
+    here: set = set()  # the keys this file selects
     for number, raw in enumerate(text.splitlines(), start=1):
         content = re.split(r"[#!]", raw, maxsplit=1)[0]
         if not content.strip():
@@ -108,9 +120,13 @@ def parse_params(text: str, ffield: FField, path: str | os.PathLike = "<params>"
         spec = _spec(content, ffield, path, number)
         key = (spec.section, spec.entry, spec.parameter)
         if key in seen:
-            raise InputError(f"{spec.label} is selected twice, on lines {seen[key]} and {number}; "
-                             "keep one", file=path, line=number)
-        seen[key] = number
+            first, line = seen[key]
+            where = (f"on lines {line} and {number}" if key in here
+                     else f"in {first}, line {line}, and here on line {number}")
+            raise InputError(f"{spec.label} is selected twice, {where}; keep one", file=path,
+                             line=number)
+        seen[key] = (path, number)
+        here.add(key)
         specs.append(spec)
     return specs
 
