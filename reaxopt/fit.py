@@ -21,11 +21,13 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   from the inputs every time), so the relaxed geometry follows the parameters instead of
   landing anywhere in a flat valley. The checkpoint holds the carried geometries. Within a
   step the geometry is fixed (moved by the linearised response where geometry items measure
-  it). Then only the starting force field and the step ends, each evaluated at geometries
-  relaxed under its own parameters, can be selected: an in-step loss at another parameter
-  set's geometry can be far too optimistic. The starting and the best force field's outputs
-  are evaluated at geometries relaxed from the inputs, as a zero-step run of the fitted
-  ``ffield`` would.
+  it), and so are the bond-order gates (``reaxopt.energy.gates``): LAMMPS's thresholds switch
+  terms on and off with a jump as parameters move, which would stop the step's optimizer at
+  the first it walks up to. Then only the starting force field and the step ends, each
+  evaluated at geometries relaxed under its own parameters, can be selected: an in-step loss
+  at another parameter set's geometry (and gates) can be far too optimistic. The starting and
+  the best force field's outputs are evaluated at geometries relaxed from the inputs, as a
+  zero-step run of the fitted ``ffield`` would.
 * Trust region (with relaxed structures): the in-step loss is a model of the true one, good near
   the step's start only. Each step may change every scaled parameter by at most the trust
   radius (``optimizer.trust_radius`` at first); a step whose re-relaxed training loss is not

@@ -359,10 +359,10 @@ def _cluster_forward(positions, system: System, params: Params, topology: Topolo
 
 @partial(jax.jit, static_argnames=("topology", "forces"))
 def _packed_forward(positions, system, segments, params: Params, topology: Topology,
-                    forces: bool = True):
+                    forces: bool = True, gates=None):
     """(outputs of the packed system, their pullback to ``params``): one compilation."""
-    return jax.vjp(lambda p: packed_outputs(positions, system, segments, p, topology, forces),
-                   params)
+    return jax.vjp(lambda p: packed_outputs(positions, system, segments, p, topology, forces,
+                                            gates), params)
 
 
 @jax.jit
@@ -422,7 +422,7 @@ def predict(model: Model, params: Params) -> Predictions:
         packed = model.packed
         return packed_predictions(model, packed_outputs(
             packed.positions, packed.system, packed.segments, params, topology=model.topology,
-            forces=model.with_forces))
+            forces=model.with_forces, gates=packed.gates))
     return assemble(model, [cluster_predictions(positions, system, params,
                                                 topology=model.topology,
                                                 forces=model.with_forces)
@@ -459,7 +459,7 @@ def clustered_value_and_grad(objective: Callable, static_argnames=()) -> Callabl
             packed = model.packed
             outputs, vjp = _packed_forward(packed.positions, packed.system, packed.segments,
                                            params, topology=model.topology,
-                                           forces=model.with_forces)
+                                           forces=model.with_forces, gates=packed.gates)
             (value, aux), (d_theta, d_outputs) = packed_gradient(theta, outputs, model, *args,
                                                                  **static)
             return (value, aux), d_theta + _theta_gradient(to_theta, [_pullback(vjp, d_outputs)])

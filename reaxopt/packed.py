@@ -24,6 +24,7 @@ import numpy as np
 
 from reaxopt.cluster.clustering import round_up
 from reaxopt.cluster.neighbours import PairList, pairs_within
+from reaxopt.energy.gates import Gates, threshold_gates
 from reaxopt.energy.segments import Segments, charges_vanish
 from reaxopt.energy.total import System, energy_at_charges, equilibrate_charges
 from reaxopt.forcefield import Params, Topology, expand
@@ -40,7 +41,7 @@ _MASKS = {"angle": "angle_mask", "torsion": "torsion_mask", "hbond": "hbond_mask
 
 
 @partial(jax.tree_util.register_dataclass,
-         data_fields=["positions", "system", "segments", "cells"],
+         data_fields=["positions", "system", "segments", "cells", "gates"],
          meta_fields=["sizes"])
 @dataclass
 class Packed:
@@ -49,7 +50,9 @@ class Packed:
     positions: (N, 3) Å; system: the packed ``System`` (identity cell, images in Å, total
     charge unused); segments: each atom's structure and QEq slot, per-structure total charges;
     cells: (S, 3, 3) Å, each structure's cell (zeros: a molecule);
-    sizes: the padded totals (``SIZE_NAMES``), which fix the compiled shape.
+    sizes: the padded totals (``SIZE_NAMES``), which fix the compiled shape; gates: the
+    bond-order gates (``reaxopt.energy.gates``) its energies keep, as ``gated`` recorded them
+    (None: LAMMPS's thresholds wherever it is evaluated; a re-packing drops them).
     """
 
     positions: Any
@@ -57,6 +60,7 @@ class Packed:
     segments: Segments
     cells: Any
     sizes: tuple[int, ...] = field(default=())
+    gates: Any = None
 
 
 SIZE_NAMES = ("atoms", "nonbonded_pairs", "bonded_pairs", "angle", "torsion", "hbond")
@@ -230,23 +234,40 @@ def pack_model(model, previous: tuple[int, ...] = ()) -> Packed:
 
 @partial(jax.jit, static_argnames=("topology", "forces"))
 def packed_outputs(positions, system: System, segments: Segments, params: Params,
-                   topology: Topology, forces: bool = True):
+                   topology: Topology, forces: bool = True, gates=None):
     """(energy (S,) kcal/mol, forces (N, 3) kcal/mol/Å at fixed charges (zeros unless
     ``forces``), charges (N,) e) of a packed system; lists built with a skin are reduced to the
-    pairs within the taper radius first. One compilation per packed shape."""
+    pairs within the taper radius first. gates: see ``Packed``. One compilation per packed
+    shape."""
     pairs = pairs_within(system.pairs, positions, system.cell, params.general[12])
     system = dataclasses.replace(system, pairs=pairs)
     ff = expand(params, topology)
     charges = equilibrate_charges(positions, system, ff, segments)
 
     def total(x, q):
-        energy = sum(energy_at_charges(x, q, system, ff, topology, segments).values())
+        energy = sum(energy_at_charges(x, q, system, ff, topology, segments, gates).values())
         return jnp.sum(energy), energy
 
     if not forces:
         return total(positions, charges)[1], jnp.zeros_like(positions), charges
     (_, energy), gradient = jax.value_and_grad(total, has_aux=True)(positions, charges)
     return energy, jnp.where(system.atom_mask[:, None], -gradient, 0.0), charges
+
+
+@partial(jax.jit, static_argnames="topology")
+def _gates(positions, system: System, params: Params, topology: Topology) -> Gates:
+    return threshold_gates(positions, system.cell, system.lists, expand(params, topology),
+                           topology, system.types, system.atom_mask)
+
+
+def gated(packed: Packed, params: Params, topology: Topology) -> Packed:
+    """``packed`` with its energies' bond-order gates held at ``params`` (its positions as
+    they are): exact there and smooth in the parameters around it (``reaxopt.energy.gates``).
+    Unchanged without bonded lists."""
+    if packed.system.lists is None:
+        return packed
+    return dataclasses.replace(packed, gates=_gates(packed.positions, packed.system, params,
+                                                    topology=topology))
 
 
 def deformed(system: System, segments: Segments, deformation) -> System:

@@ -12,6 +12,7 @@ step's next step starts from the same relaxation).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -26,6 +27,7 @@ import numpy as np
 from reaxopt.cluster.clustering import AutoK
 from reaxopt.config import Config
 from reaxopt.model import Model, ModelOptions, build_model, loosest_params
+from reaxopt.packed import gated
 from reaxopt.response import Response, relaxed_response, renumbered
 
 REMEMBERED = 4  # cache entries: a step's start and end, each under two keys
@@ -35,7 +37,9 @@ REMEMBERED = 4  # cache entries: a step's start and end, each under two keys
 class Relaxed:
     """A model at relaxed positions; for the relaxed structures that geometry targets measure,
     how those positions move with the parameters (``reaxopt.response``); and the geometries of
-    the minimised structures (``minimize.geometries``' form) to carry on."""
+    the minimised structures (``minimize.geometries``' form) to carry on. The model's packed
+    system keeps the bond-order gates of the parameters it was relaxed under
+    (``reaxopt.packed.gated``): its loss is LAMMPS's there and smooth around them."""
 
     model: Model
     response: Response | None = None
@@ -158,7 +162,12 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
                                                    [local[k] for k in responding],
                                                    config.minimize.min_stiffness, restraints),
                                   minimized, problem.model.n_max)
-        return Relaxed(place_geometries(problem.model, minimized, at), response, at)
+        model = place_geometries(problem.model, minimized, at)
+        if model.packed is not None:
+            # the loss around theta keeps the bond-order gates of theta: smooth in the
+            # parameters, so a fitting step is not stopped at a threshold's jump
+            model = dataclasses.replace(model, packed=gated(model.packed, params, model.topology))
+        return Relaxed(model, response, at)
 
     def placed(theta, at: tuple, what: str) -> Relaxed:
         key = b"at" + np.asarray(theta, float).tobytes() + geometry_key(at)

@@ -12,6 +12,7 @@ import os
 import signal
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -227,6 +228,18 @@ def test_relaxer_carries_geometries_and_remembers_recent_relaxations(config):
     assert lines[-1].startswith("placed 1 carried geometries (e) in")
     assert placed is not first and placed.response is None
     np.testing.assert_array_equal(placed.geometries[0][0], x)
+    # the loss's packed system holds the bond-order gates of the parameters it was placed or
+    # relaxed under (reaxopt.energy.gates), recorded at its positions
+    from reaxopt.packed import gated
+
+    for relaxed_at, theta in ((first, theta0), (placed, other)):
+        packed = relaxed_at.model.packed
+        params = problem.theta_map.to_params(theta, problem.base_params)
+        expected = gated(dataclasses.replace(packed, gates=None), params, problem.model.topology)
+        assert packed.gates is not None
+        for held, recorded in zip(jax.tree_util.tree_leaves(packed.gates),
+                                  jax.tree_util.tree_leaves(expected.gates)):
+            np.testing.assert_array_equal(np.asarray(held), np.asarray(recorded))
     # the least recently used go first: after enough others, the first is relaxed again
     for k in range(REMEMBERED):
         relaxer.relaxed(theta0 + 1e-3 * (k + 1), f"filler {k}")

@@ -87,10 +87,12 @@ def uncorrected_bond_orders(ff: ForceField, ti, tj, r, candidate):
 
 
 def bond_orders(ff: ForceField, topology, positions, cell, types, atom_mask, pairs,
-                bond_cut: float = BOND_CUT) -> BondOrders:
+                bond_cut: float = BOND_CUT, gate=None) -> BondOrders:
     """Corrected bond orders and per-atom valence deviations (see the module docstring).
 
-    pairs: the bond candidates (a ``PairList``); cell (3,3) row vectors Å (zeros: molecule).
+    pairs: the bond candidates (a ``PairList``); cell (3,3) row vectors Å (zeros: molecule);
+    gate: (P,) bool, which pairs count as bonds in place of the bo_cut test
+    (``reaxopt.energy.gates``; None: the test).
     """
     n = positions.shape[0]
     pair_i, pair_j = pairs.i, pairs.j
@@ -99,7 +101,7 @@ def bond_orders(ff: ForceField, topology, positions, cell, types, atom_mask, pai
     candidate = pairs.mask & atom_mask[pair_i] & atom_mask[pair_j] & (r <= bond_cut)
 
     bo_s_raw, bo_pi, bo_pi2 = uncorrected_bond_orders(ff, ti, tj, r, candidate)
-    bond = candidate & (bo_s_raw + bo_pi + bo_pi2 >= ff.bo_cut)
+    bond = candidate & ((bo_s_raw + bo_pi + bo_pi2 >= ff.bo_cut) if gate is None else gate)
     bo_prime = jnp.where(bond, bo_s_raw + bo_pi + bo_pi2 - ff.bo_cut, 0.0)
     bo_pi = jnp.where(bond, bo_pi, 0.0)
     bo_pi2 = jnp.where(bond, bo_pi2, 0.0)

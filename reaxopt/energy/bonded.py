@@ -15,15 +15,18 @@ from reaxopt.forcefield import ForceField
 
 
 def bonded_terms(positions, cell, lists, ff: ForceField, topology, types, atom_mask,
-                 segments: Segments | None = None) -> dict:
+                 segments: Segments | None = None, gates=None) -> dict:
     """bond, over_under, lone_pair, valence, penalty, coalition, hydrogen_bond, torsion,
     conjugation (kcal/mol; (S,) per structure of a packed system with ``segments``). lists:
-    ``reaxopt.cluster.lists.BondedLists``; cell (3,3) Å row vectors (zeros for a molecule)."""
+    ``reaxopt.cluster.lists.BondedLists``; cell (3,3) Å row vectors (zeros for a molecule);
+    gates: ``reaxopt.energy.gates.Gates`` held fixed (None: LAMMPS's thresholds here)."""
     pairs = lists.pairs
-    bo = bond_orders(ff, topology, positions, cell, types, atom_mask, pairs)
+    bo = bond_orders(ff, topology, positions, cell, types, atom_mask, pairs,
+                     gate=None if gates is None else gates.bond)
     e_val, e_pen, e_coa = valence_energies(ff, topology, types, atom_mask, pairs, bo, lists,
-                                           segments)
-    e_tor, e_con = torsion_energies(ff, topology, types, atom_mask, pairs, bo, lists, segments)
+                                           segments, None if gates is None else gates.angle)
+    e_tor, e_con = torsion_energies(ff, topology, types, atom_mask, pairs, bo, lists, segments,
+                                    None if gates is None else gates.torsion)
     return {
         "bond": bond_energy(ff, topology, types, pairs, bo, segments),
         "over_under": over_under_energy(ff, topology, types, atom_mask, pairs, bo, segments),
@@ -32,7 +35,8 @@ def bonded_terms(positions, cell, lists, ff: ForceField, topology, types, atom_m
         "penalty": e_pen,
         "coalition": e_coa,
         "hydrogen_bond": hbond_energy(ff, topology, positions, cell, types, atom_mask, pairs,
-                                      bo, lists, segments),
+                                      bo, lists, segments,
+                                      None if gates is None else gates.hbond),
         "torsion": e_tor,
         "conjugation": e_con,
     }

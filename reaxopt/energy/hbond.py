@@ -21,9 +21,16 @@ HB_THRESHOLD = 0.01  # LAMMPS HB_THRESHOLD
 HBOND_CUT = 7.5  # Å, LAMMPS control hbond_cut
 
 
+def hbond_gate(bo: BondOrders, lists):
+    """(H,) bool: the X-H pair is a bond of order at least HB_THRESHOLD."""
+    p = lists.hbond_xh
+    return bo.bond[p] & (bo.bo[p] >= HB_THRESHOLD)
+
+
 def hbond_energy(ff: ForceField, topology, positions, cell, types, atom_mask, pairs,
-                 bo: BondOrders, lists, segments=None):
-    """Hydrogen-bond energy, kcal/mol (per structure with ``segments``)."""
+                 bo: BondOrders, lists, segments=None, gate=None):
+    """Hydrogen-bond energy, kcal/mol (per structure with ``segments``). gate: (H,) bool in
+    place of ``hbond_gate`` (``reaxopt.energy.gates``; None: computed)."""
     p, s = lists.hbond_xh, lists.hbond_sign_xh
     h = jnp.where(s > 0, pairs.i[p], pairs.j[p])
     x = end_atoms(pairs, p, s)
@@ -34,9 +41,10 @@ def hbond_energy(ff: ForceField, topology, positions, cell, types, atom_mask, pa
     flags = jnp.asarray(topology.p_hbond)
     th, tx, tz = types[h], types[x], types[z]
     r0 = ff.r0_hb[tx, th, tz]
-    valid = (lists.hbond_mask & atom_mask[h] & atom_mask[z] & bo.bond[p]
-             & (bo.bo[p] >= HB_THRESHOLD) & (flags[th] == 1) & (flags[tx] == 2)
-             & (flags[tz] == 2) & (r0 > 0.0) & (r_hz <= HBOND_CUT) & (r_hz > 0.0))
+    valid = (lists.hbond_mask & atom_mask[h] & atom_mask[z]
+             & (hbond_gate(bo, lists) if gate is None else gate)
+             & (flags[th] == 1) & (flags[tx] == 2) & (flags[tz] == 2) & (r0 > 0.0)
+             & (r_hz <= HBOND_CUT) & (r_hz > 0.0))
     r_hz = jnp.where(valid, r_hz, 1.0)
     r0 = jnp.where(valid, r0, 1.0)
     cos_theta = cos_angle(v_hx, r_hx, v_hz, r_hz, valid)

@@ -27,9 +27,19 @@ from reaxopt.forcefield import ForceField
 MIN_SINE = 1e-10  # LAMMPS floors sin(theta) of the torsion's two angles here
 
 
+def torsion_gate(bo: BondOrders, lists):
+    """(T,) bool: the torsion's three bonds are bonds passing LAMMPS's thresholds."""
+    pa, c, pb = lists.torsion_ij, lists.torsion_jk, lists.torsion_kl
+    bo_ij, bo_jk, bo_kl = bo.bo[pa], bo.bo[c], bo.bo[pb]
+    return (bo.bond[pa] & bo.bond[c] & bo.bond[pb]
+            & (bo_ij > THB_CUT) & (bo_jk > THB_CUT) & (bo_kl > THB_CUT)
+            & (bo_ij * bo_jk * bo_kl > THB_CUT))
+
+
 def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists,
-                     segments=None):
-    """(E_torsion, E_conjugation) in kcal/mol (per structure with ``segments``)."""
+                     segments=None, gate=None):
+    """(E_torsion, E_conjugation) in kcal/mol (per structure with ``segments``).
+    gate: (T,) bool in place of ``torsion_gate`` (``reaxopt.energy.gates``; None: computed)."""
     c = lists.torsion_jk
     pa, sa = lists.torsion_ij, lists.torsion_sign_ij
     pb, sb = lists.torsion_kl, lists.torsion_sign_kl
@@ -37,9 +47,8 @@ def torsion_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: Bond
     i, l = end_atoms(pairs, pa, sa), end_atoms(pairs, pb, sb)
     ti, tj, tk, tl = types[i], types[j], types[k], types[l]
     bo_ij, bo_jk, bo_kl = bo.bo[pa], bo.bo[c], bo.bo[pb]
-    valid = (lists.torsion_mask & atom_mask[j] & bo.bond[pa] & bo.bond[c] & bo.bond[pb]
-             & (bo_ij > THB_CUT) & (bo_jk > THB_CUT) & (bo_kl > THB_CUT)
-             & (bo_ij * bo_jk * bo_kl > THB_CUT) & ff.torsion_mask[ti, tj, tk, tl])
+    valid = (lists.torsion_mask & atom_mask[j] & ff.torsion_mask[ti, tj, tk, tl]
+             & (torsion_gate(bo, lists) if gate is None else gate))
     boa_ij = bo_ij - THB_CUT
     boa_jk = bo_jk - THB_CUT
     boa_kl = bo_kl - THB_CUT

@@ -111,20 +111,20 @@ def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology
 
 
 def bonded_terms(positions, system: System, ff: ForceField, topology: Topology,
-                 segments: Segments | None = None) -> dict:
+                 segments: Segments | None = None, gates=None) -> dict:
     """The nine bonded terms from ``reaxopt.energy.bonded`` (zeros when ``system.lists`` is None)."""
     if system.lists is None:
         zero = jnp.zeros(() if segments is None else (segments.count,), positions.dtype)
         return {name: zero for name in BONDED_TERMS}
     return bonded.bonded_terms(positions, system.cell, system.lists, ff, topology, system.types,
-                               system.atom_mask, segments)
+                               system.atom_mask, segments, gates)
 
 
 def energy_at_charges(positions, charges, system: System, ff: ForceField,
-                      topology: Topology, segments: Segments | None = None) -> dict:
+                      topology: Topology, segments: Segments | None = None, gates=None) -> dict:
     """All 12 terms (kcal/mol; (S,) per structure with ``segments``) with the charges given
     (no QEq solve)."""
-    terms = dict(bonded_terms(positions, system, ff, topology, segments))
+    terms = dict(bonded_terms(positions, system, ff, topology, segments, gates))
     terms.update(nonbonded_terms(positions, charges, system, ff, topology, segments))
     return {name: terms[name] for name in TERMS}
 

@@ -48,15 +48,24 @@ def _sbo2(ff: ForceField, types, pairs, bo: BondOrders):
                                jnp.where(sbo <= 0.0, 0.0, 2.0)))
 
 
+def angle_gate(bo: BondOrders, lists):
+    """(A,) bool: both bonds of the angle are bonds passing LAMMPS's thresholds."""
+    p1, p2 = lists.angle_pair1, lists.angle_pair2
+    bo_ij, bo_jk = bo.bo[p1], bo.bo[p2]
+    return (bo.bond[p1] & bo.bond[p2] & (bo_ij > THB_CUT) & (bo_jk > THB_CUT)
+            & (bo_ij * bo_jk > THB_CUTSQ))
+
+
 def valence_energies(ff: ForceField, topology, types, atom_mask, pairs, bo: BondOrders, lists,
-                     segments=None):
-    """(E_valence, E_penalty, E_coalition) in kcal/mol (per structure with ``segments``)."""
+                     segments=None, gate=None):
+    """(E_valence, E_penalty, E_coalition) in kcal/mol (per structure with ``segments``).
+    gate: (A,) bool in place of ``angle_gate`` (``reaxopt.energy.gates``; None: computed)."""
     c = lists.angle_center
     p1, s1, p2, s2 = lists.angle_pair1, lists.angle_sign1, lists.angle_pair2, lists.angle_sign2
     i, k = end_atoms(pairs, p1, s1), end_atoms(pairs, p2, s2)
     bo_ij, bo_jk = bo.bo[p1], bo.bo[p2]
-    valid = (lists.angle_mask & atom_mask[c] & bo.bond[p1] & bo.bond[p2]
-             & (bo_ij > THB_CUT) & (bo_jk > THB_CUT) & (bo_ij * bo_jk > THB_CUTSQ))
+    valid = (lists.angle_mask & atom_mask[c]
+             & (angle_gate(bo, lists) if gate is None else gate))
     boa_ij = jnp.where(valid, bo_ij - THB_CUT, 1.0)
     boa_jk = jnp.where(valid, bo_jk - THB_CUT, 1.0)
 

@@ -1,0 +1,44 @@
+"""Bond-order gates: which bonds, angles, torsions and hydrogen bonds LAMMPS's bond-order
+thresholds switch on.
+
+A pair is a bond when its uncorrected bond order reaches bo_cut; an angle, a torsion or a
+hydrogen bond counts only when its bond orders pass thb_cut, thb_cutsq or HB_THRESHOLD. Some of
+the terms are not zero at their threshold (penalty, coalition, a torsion's BO product, a
+hydrogen bond, a new bond's pi orders), so the energy, and with it the loss, jumps as a
+parameter carries an entry across one: a fit that walks up to such a jump cannot take a
+gradient step past it. ``threshold_gates`` records the gates at one point; energies given those
+gates (``reaxopt.energy.bonded.bonded_terms``' ``gates``) keep every entry on or off as there,
+and are smooth in the parameters while equal to LAMMPS's at that point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from reaxopt.energy.bond_order import bond_orders
+from reaxopt.energy.hbond import hbond_gate
+from reaxopt.energy.torsion import torsion_gate
+from reaxopt.energy.valence import angle_gate
+from reaxopt.forcefield import ForceField
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class Gates:
+    """Boolean gates per entry of the bonded lists: bond (pairs), angle, torsion, hbond."""
+
+    bond: Any
+    angle: Any
+    torsion: Any
+    hbond: Any
+
+
+def threshold_gates(positions, cell, lists, ff: ForceField, topology, types, atom_mask
+                    ) -> Gates:
+    """The gates at these positions (Å) and force field (lists: ``BondedLists``)."""
+    bo = bond_orders(ff, topology, positions, cell, types, atom_mask, lists.pairs)
+    return Gates(bond=bo.bond, angle=angle_gate(bo, lists), torsion=torsion_gate(bo, lists),
+                 hbond=hbond_gate(bo, lists))
