@@ -28,7 +28,8 @@ BO_ZERO = 1e-10  # corrected bond orders below this are set to 0
 class BondOrders:
     """Bond orders per pair (P,) and valence deviations per atom (N,), all unitless.
 
-    bond: pair is a bond; bo, bo_s, bo_pi, bo_pi2: corrected bond orders (0 for non-bonds);
+    bond: pair is a bond; kept (4, P): whether BO, BO_s, BO_pi, BO_pipi passed BO_ZERO;
+    bo, bo_s, bo_pi, bo_pi2: corrected bond orders (0 for non-bonds);
     total: sum of bo over an atom's bonds; delta = total - valency; delta_e = total - valency_e;
     delta_boc = total - valency_boc; delta_val = total - valency_val; vlpex, nlp: lone-pair
     excess and number of lone pairs; delta_lp = nlp_opt - nlp; delta_lp_temp: delta_lp for atoms
@@ -38,6 +39,7 @@ class BondOrders:
     r: Any
     disp: Any
     bond: Any
+    kept: Any
     bo: Any
     bo_s: Any
     bo_pi: Any
@@ -87,12 +89,13 @@ def uncorrected_bond_orders(ff: ForceField, ti, tj, r, candidate):
 
 
 def bond_orders(ff: ForceField, topology, positions, cell, types, atom_mask, pairs,
-                bond_cut: float = BOND_CUT, gate=None) -> BondOrders:
+                bond_cut: float = BOND_CUT, gate=None, kept=None) -> BondOrders:
     """Corrected bond orders and per-atom valence deviations (see the module docstring).
 
     pairs: the bond candidates (a ``PairList``); cell (3,3) row vectors Å (zeros: molecule);
-    gate: (P,) bool, which pairs count as bonds in place of the bo_cut test
-    (``reaxopt.energy.gates``; None: the test).
+    gate: (P,) bool, which pairs count as bonds in place of the bo_cut test; kept: (4, P) bool,
+    which of BO, BO_s, BO_pi, BO_pipi are kept in place of the BO_ZERO test
+    (``reaxopt.energy.gates``; None: the tests).
     """
     n = positions.shape[0]
     pair_i, pair_j = pairs.i, pairs.j
@@ -129,10 +132,9 @@ def bond_orders(ff: ForceField, topology, positions, cell, types, atom_mask, pai
     bo_pi2 = bo_pi2 * a0 * f1
     bo_s = bo - (bo_pi + bo_pi2)
 
-    def clip(x):
-        return jnp.where(bond & (x >= BO_ZERO), x, 0.0)
-
-    bo, bo_s, bo_pi, bo_pi2 = clip(bo), clip(bo_s), clip(bo_pi), clip(bo_pi2)
+    orders = (bo, bo_s, bo_pi, bo_pi2)
+    kept = jnp.stack([x >= BO_ZERO for x in orders]) if kept is None else kept
+    bo, bo_s, bo_pi, bo_pi2 = (jnp.where(bond & keep, x, 0.0) for x, keep in zip(orders, kept))
 
     total = per_atom_sum(bo, pair_i, pair_j, n)
     delta = total - ff.valency[types]
@@ -143,7 +145,7 @@ def bond_orders(ff: ForceField, topology, positions, cell, types, atom_mask, pai
     delta_lp = ff.nlp_opt[types] - nlp
     heavy = jnp.asarray(topology.heavy)[types]
     return BondOrders(
-        r=r, disp=disp, bond=bond, bo=bo, bo_s=bo_s, bo_pi=bo_pi, bo_pi2=bo_pi2, total=total,
-        delta=delta, delta_e=delta_e, delta_boc=total - ff.valency_boc[types],
+        r=r, disp=disp, bond=bond, kept=kept, bo=bo, bo_s=bo_s, bo_pi=bo_pi, bo_pi2=bo_pi2,
+        total=total, delta=delta, delta_e=delta_e, delta_boc=total - ff.valency_boc[types],
         delta_val=total - ff.valency_val[types], vlpex=vlpex, nlp=nlp, delta_lp=delta_lp,
         delta_lp_temp=jnp.where(heavy, 0.0, delta_lp))

@@ -22,7 +22,8 @@ def bonded_terms(positions, cell, lists, ff: ForceField, topology, types, atom_m
     gates: ``reaxopt.energy.gates.Gates`` held fixed (None: LAMMPS's thresholds here)."""
     pairs = lists.pairs
     bo = bond_orders(ff, topology, positions, cell, types, atom_mask, pairs,
-                     gate=None if gates is None else gates.bond)
+                     gate=None if gates is None else gates.bond,
+                     kept=None if gates is None else gates.orders)
     e_val, e_pen, e_coa = valence_energies(ff, topology, types, atom_mask, pairs, bo, lists,
                                            segments, None if gates is None else gates.angle)
     e_tor, e_con = torsion_energies(ff, topology, types, atom_mask, pairs, bo, lists, segments,
