@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from reaxopt.energy.bond_order import bond_orders
 from reaxopt.energy.bonds import bond_energy
+from reaxopt.energy.gates import LIVE
 from reaxopt.energy.hbond import hbond_energy
 from reaxopt.energy.lone_pair import lone_pair_energy
 from reaxopt.energy.over_under import over_under_energy
@@ -21,13 +22,13 @@ def bonded_terms(positions, cell, lists, ff: ForceField, topology, types, atom_m
     ``reaxopt.cluster.lists.BondedLists``; cell (3,3) Å row vectors (zeros for a molecule);
     gates: ``reaxopt.energy.gates.Gates`` held fixed (None: LAMMPS's thresholds here)."""
     pairs = lists.pairs
-    bo = bond_orders(ff, topology, positions, cell, types, atom_mask, pairs,
-                     gate=None if gates is None else gates.bond,
-                     kept=None if gates is None else gates.orders)
+    gates = LIVE if gates is None else gates
+    bo = bond_orders(ff, topology, positions, cell, types, atom_mask, pairs, gate=gates.bond,
+                     kept=gates.orders)
     e_val, e_pen, e_coa = valence_energies(ff, topology, types, atom_mask, pairs, bo, lists,
-                                           segments, None if gates is None else gates.angle)
+                                           segments, gates.angle)
     e_tor, e_con = torsion_energies(ff, topology, types, atom_mask, pairs, bo, lists, segments,
-                                    None if gates is None else gates.torsion)
+                                    gates.torsion)
     return {
         "bond": bond_energy(ff, topology, types, pairs, bo, segments),
         "over_under": over_under_energy(ff, topology, types, atom_mask, pairs, bo, segments),
@@ -36,8 +37,7 @@ def bonded_terms(positions, cell, lists, ff: ForceField, topology, types, atom_m
         "penalty": e_pen,
         "coalition": e_coa,
         "hydrogen_bond": hbond_energy(ff, topology, positions, cell, types, atom_mask, pairs,
-                                      bo, lists, segments,
-                                      None if gates is None else gates.hbond),
+                                      bo, lists, segments, gates.hbond),
         "torsion": e_tor,
         "conjugation": e_con,
     }
