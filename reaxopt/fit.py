@@ -19,7 +19,9 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   points, then placed into the loss's batches): at a trial's start from their input geometry,
   at each step's end from the geometries relaxed at the step's start (``minimize.carry``; else
   from the inputs every time), so the relaxed geometry follows the parameters instead of
-  landing anywhere in a flat valley. The checkpoint holds the carried geometries. Within a
+  landing anywhere in a flat valley. The checkpoint holds the geometries relaxed under the
+  current parameters and under the starting force field: a resumed run places them instead of
+  relaxing again (relaxing is deterministic, so the results are the same). Within a
   step the geometry is fixed (moved by the linearised response where geometry items measure
   it), and so are the bond-order gates (``reaxopt.energy.gates``): LAMMPS's thresholds switch
   terms on and off with a jump as parameters move, which would stop the step's optimizer at
@@ -265,7 +267,11 @@ class State:
     finished: bool = False
     labels: list = field(default_factory=list)
     radius: float | None = None  # trust radius of the next step (scaled units; None: unset)
-    geometries: list | None = None  # relaxed geometries carried to the next step (minimize.carry)
+    # geometries relaxed under ``theta`` (placed at its step's start; with minimize.carry the
+    # start of the step end's relaxation too) and under the starting force field: a resumed run
+    # places them instead of relaxing again
+    geometries: list | None = None
+    start_geometries: list | None = None
 
     def to_json(self) -> dict:
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
@@ -420,8 +426,19 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     rng = _rng(opt.seed, state.rng)
     evaluate = make_evaluator(problem, opt.regularization, theta_start)
 
+    def from_inputs(theta, what: str) -> Relaxed:
+        """The model relaxed from the input geometries under theta (placed from the checkpoint
+        for the starting force field)."""
+        if state.start_geometries is not None and np.array_equal(theta, theta_start):
+            return relaxer.placed(theta, geometries_from_json(state.start_geometries),
+                                  f"{what}, as relaxed before")
+        return model_at(theta, what)
+
     t0 = time.perf_counter()
-    initial = evaluate(theta_start, model_at(theta_start, "starting force field"))
+    start_model = from_inputs(theta_start, "starting force field")
+    if minimized:
+        state.start_geometries = geometries_to_json(start_model.geometries)
+    initial = evaluate(theta_start, start_model)
     compile_seconds = time.perf_counter() - t0
     log(f"compiled and evaluated the starting force field in {compile_seconds:.1f} s: loss "
         f"{initial.loss:.6g}" + ("" if initial.validation_loss is None
@@ -508,12 +525,13 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     radius = state.radius if minimized else None
                     where = f"trial {trial + 1} step {step + 1}"
                     carried = None
-                    if carry:
+                    if minimized:
                         if state.geometries is None:  # the trial's start
                             state.geometries = geometries_to_json(
-                                model_at(theta, f"trial {trial + 1} start").geometries)
-                        carried = geometries_from_json(state.geometries)
-                        step_model = relaxer.placed(theta, carried, where)
+                                from_inputs(theta, f"trial {trial + 1} start").geometries)
+                        at_theta = geometries_from_json(state.geometries)
+                        carried = at_theta if carry else None
+                        step_model = relaxer.placed(theta, at_theta, where)
                     else:
                         step_model = model_at(theta, where)
                     # With relaxed structures, an in-step loss sees them at the step's starting
@@ -542,7 +560,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                                    f"{radius:.3g}; next radius {state.radius:.3g})")
                     if accepted:
                         state.theta = theta_end.tolist()
-                        if carry:
+                        if minimized:
                             state.geometries = geometries_to_json(end_model.geometries)
                     event = STEP_EVENTS[0] if accepted else STEP_EVENTS[1]
                     state.history.append(_history_row(trial, step, last["iterations"], end,
@@ -582,7 +600,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             raise
 
     best_theta = np.array(state.best["theta"])
-    fitted = evaluate(best_theta, model_at(best_theta, "best force field"))
+    fitted = evaluate(best_theta, from_inputs(best_theta, "best force field"))
     if carry and state.best.get("step", 0) > 0:
         # the fit judged its step ends at carried geometries; the outputs are the honest
         # evaluation anyone repeats with the fitted ffield: relaxed from the input geometries
@@ -598,7 +616,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     if fitted.validation_loss is not None and state.lowest_training is not None and \
             state.lowest_training["theta"] != state.best["theta"]:
         theta_lowest = np.array(state.lowest_training["theta"])
-        lowest = evaluate(theta_lowest, model_at(theta_lowest, "lowest training loss"))
+        lowest = evaluate(theta_lowest, from_inputs(theta_lowest, "lowest training loss"))
         log(f"lowest training loss force field (trial {state.lowest_training['trial']} step "
             f"{state.lowest_training['step']})"
             f"{', relaxed from the input geometries' if minimized else ''}: loss "

@@ -68,6 +68,20 @@ def geometries_from_json(data: list) -> tuple:
                  for positions, cell in data)
 
 
+def unconverged_note(rms, names, rms_force: float, shown: int = 5) -> str:
+    """A log phrase naming the relaxations left at or above ``rms_force`` (kcal/mol/Å), the
+    worst first: a soft mode left unconverged lands elsewhere for a small change of the
+    parameters, so such structures' items make the relaxed loss rough."""
+    rms = np.asarray(rms, float)
+    above = [int(j) for j in np.argsort(-rms) if rms[j] >= rms_force]
+    if not above:
+        return f"all below {rms_force:g} kcal/mol/Å RMS force (largest {rms.max():.3g})"
+    listed = ", ".join(f"{names[j]} {rms[j]:.3g}" for j in above[:shown])
+    more = f" and {len(above) - shown} more" if len(above) > shown else ""
+    return (f"{len(above)} of {len(rms)} above {rms_force:g} kcal/mol/Å RMS force: "
+            f"{listed}{more}")
+
+
 def measured_rows(problem) -> set[int]:
     """Model rows whose atom positions a geometry target measures (training or validation)."""
     rows: set[int] = set()
@@ -213,13 +227,13 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
                           "before)")
         result = assembled(relaxed_model, params)
         release_compiled_code_if_crowded()
-        worst = int(np.argmax(rms))
         log(f"relaxed {len(minimized)} structures ({what}"
             f"{'' if start is None else ', from the carried geometries'}) in "
-            f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps, largest final "
-            f"RMS force {rms[worst]:.3g} kcal/mol/Å ({structures[minimized[worst]].name})"
+            f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps"
             + newton
-            + (f"; geometry response of {len(responding)}" if responding else ""))
+            + (f"; geometry response of {len(responding)}" if responding else "")
+            + "; " + unconverged_note(rms, [structures[k].name for k in minimized],
+                                      config.minimize.rms_force))
         remember(b"at" + np.asarray(theta, float).tobytes() + geometry_key(result.geometries),
                  result)
         return remember(key, result)

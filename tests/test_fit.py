@@ -290,8 +290,9 @@ def test_fit_log_reports_the_relaxation(uninterrupted):
     # structure the fitted parameters barely move needs no step from there (43 from the input)
     import re
 
-    assert re.search(r"relaxed 1 structures \(starting force field\) in [\d.]+ s: up to 43 steps",
-                     log)
+    assert re.search(r"relaxed 1 structures \(starting force field\) in [\d.]+ s: up to 43 steps"
+                     r".*; all below 0.5 kcal/mol/Å RMS force \(largest 0.\d+\)$", log,
+                     re.MULTILINE)
     assert re.search(r"relaxed 1 structures \(trial 1 step 1 end, from the carried geometries\) "
                      r"in [\d.]+ s: up to 0 steps", log)
     # the first step reuses the starting relaxation, the second step 1's end: nothing placed
@@ -313,13 +314,31 @@ def test_without_carry_every_relaxation_starts_from_the_inputs(config, tmp_path)
 
     run = dataclasses.replace(_with(config, tmp_path, steps=2, max_iterations=2),
                               minimize=dataclasses.replace(config.minimize, carry=False))
-    result = run_fit(run, stream=False)
+    with pytest.raises(FitInterrupted):
+        run_fit(run, stream=False, stop_after_steps=1)
+    # the checkpoint holds the relaxation of the current parameters: a resume places it
+    (positions, cell), = json.loads((tmp_path / "checkpoint.json").read_text())["geometries"]
+    assert np.shape(positions) == (5, 3) and np.shape(cell) == (3, 3)
+    run_fit(run, resume=True, stream=False)
     log = (tmp_path / "run.log").read_text()
     # the same 43 FIRE steps as the start's relaxation (the parameters barely act on it)
     ends = re.findall(r"relaxed 1 structures \(trial 1 step (\d) end\) in [\d.]+ s: up to "
                       r"(\d+) steps", log)
     assert ends == [("1", "43"), ("2", "43")]
-    assert "carried" not in log and result.state.geometries is None
+    assert "from the carried geometries" not in log
+    assert "placed 1 carried geometries (trial 1 step 2)" in log
+
+
+def test_unconverged_relaxations_are_named_worst_first():
+    from reaxopt.relaxation import unconverged_note
+
+    names = ["a", "b", "c", "d"]
+    assert unconverged_note([0.1, 0.3, 0.2, 0.4], names, 0.5) == \
+        "all below 0.5 kcal/mol/Å RMS force (largest 0.4)"
+    assert unconverged_note([0.1, 4.16, 0.5, 5.36], names, 0.5) == \
+        "3 of 4 above 0.5 kcal/mol/Å RMS force: d 5.36, b 4.16, c 0.5"
+    assert unconverged_note([0.1, 4.16, 0.5, 5.36], names, 0.5, shown=1) == \
+        "3 of 4 above 0.5 kcal/mol/Å RMS force: d 5.36 and 2 more"
 
 
 def test_trust_update_accepts_rejects_and_resizes():
@@ -399,7 +418,11 @@ def test_resume_after_stop_matches_uninterrupted(uninterrupted, config, tmp_path
     (positions, cell), = saved["geometries"]
     assert np.shape(positions) == (5, 3) and np.shape(cell) == (3, 3)
     resumed = run_fit(stopped, resume=True, stream=False)
-    assert "placed 1 carried geometries (trial 1 step 2)" in (tmp_path / "run.log").read_text()
+    log = (tmp_path / "run.log").read_text()
+    assert "placed 1 carried geometries (trial 1 step 2)" in log
+    # the starting force field's relaxation is placed from the checkpoint, not repeated
+    assert log.count("relaxed 1 structures (starting force field)") == 1
+    assert "placed 1 carried geometries (starting force field, as relaxed before)" in log
     theta, final = _final(resumed)
     np.testing.assert_array_equal(theta, _final(uninterrupted)[0])
     assert final == _final(uninterrupted)[1]
