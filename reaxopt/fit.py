@@ -306,6 +306,17 @@ def load_checkpoint(path: Path, labels: list[str]) -> State:
     return state
 
 
+def _check_saved_geometries(state: State, atom_counts: list[int], path: Path) -> None:
+    """InputError unless the checkpoint's relaxed geometries fit the structures that relax now
+    (their number and atom counts, in order)."""
+    for saved in (state.geometries, state.start_geometries):
+        if saved is not None and [len(p) for p, _ in saved] != list(atom_counts):
+            raise InputError(f"--resume: the checkpoint holds relaxed geometries of "
+                             f"{len(saved)} structures that do not match the {len(atom_counts)} "
+                             "the inputs now ask to relax (changed geo or structure files?); "
+                             "start a new run without --resume", file=path)
+
+
 # --------------------------------------------------------------------------------- logging
 
 
@@ -420,6 +431,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     labels = list(tmap.labels)
     if resume:
         state = load_checkpoint(checkpoint_path, labels)
+        _check_saved_geometries(state, [problem.model.n_atoms[k] for k in relaxer.minimized],
+                                checkpoint_path)
         log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, step {state.step + 1}")
     else:
         state = State(labels=labels)

@@ -232,7 +232,7 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
             f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps"
             + newton
             + (f"; geometry response of {len(responding)}" if responding else "")
-            + "; " + unconverged_note(rms, [structures[k].name for k in minimized],
+            + "; " + unconverged_note(rms, [problem.names[k] for k in minimized],
                                       config.minimize.rms_force))
         remember(b"at" + np.asarray(theta, float).tobytes() + geometry_key(result.geometries),
                  result)

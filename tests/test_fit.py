@@ -551,6 +551,19 @@ def test_cli_fit_writes_outputs_and_reports_bad_resume(config, monkeypatch):
     assert (config.output_dir / "summary.json").is_file()
 
 
+def test_resume_refuses_saved_geometries_of_other_structures(tmp_path):
+    from reaxopt.errors import InputError
+    from reaxopt.fit import State, _check_saved_geometries
+
+    two_atoms = [[[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.eye(3).tolist()]]
+    _check_saved_geometries(State(geometries=two_atoms, start_geometries=two_atoms), [2],
+                            tmp_path / "checkpoint.json")
+    for counts in ([3], [2, 2], []):
+        with pytest.raises(InputError, match="do not match"):
+            _check_saved_geometries(State(start_geometries=two_atoms), counts,
+                                    tmp_path / "checkpoint.json")
+
+
 def test_model_batches_hold_every_structure_once(config):
     """clusters = 2: two padded shapes from the clustering; rows map back to the structures."""
     from reaxopt.forcefield import build_forcefield
