@@ -120,12 +120,11 @@ def parse_run(out_dir: Path) -> dict:
     # field may be another, chosen on validation, and its loss_final is relaxed from the inputs)
     losses = [float(r["loss"]) for r in step_rows if r["loss"] not in ("", None)]
     result["training_loss_min_step_end"] = min(losses) if losses else None
-    carried = re.search(r"at the geometries the fit carried: loss ([\d.e+-]+)"
-                        r"(?:, validation ([\d.e+-]+))?", log)
-    if carried:
-        result["selected_at_carried_geometries"] = {
-            "loss": float(carried.group(1)),
-            "validation_loss": None if carried.group(2) is None else float(carried.group(2))}
+    # with minimize.carry, the accepted step ends again from the input geometries (selection)
+    from_inputs = [float(v) for v in
+                   re.findall(r"; from the input geometries: loss ([\d.e+-]+)", log)]
+    if from_inputs:
+        result["accepted_step_ends_from_inputs"] = from_inputs
     return result
 
 

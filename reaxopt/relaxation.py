@@ -30,7 +30,8 @@ from reaxopt.model import Model, ModelOptions, build_model, loosest_params
 from reaxopt.packed import gated
 from reaxopt.response import Response, relaxed_response, renumbered
 
-REMEMBERED = 4  # cache entries: a step's start and end, each under two keys
+REMEMBERED = 6  # cache entries: a step's start and end (and with carry the end from the
+# inputs), each under two keys
 
 
 @dataclass(frozen=True)

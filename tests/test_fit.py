@@ -295,6 +295,15 @@ def test_fit_log_reports_the_relaxation(uninterrupted):
                      re.MULTILINE)
     assert re.search(r"relaxed 1 structures \(trial 1 step 1 end, from the carried geometries\) "
                      r"in [\d.]+ s: up to 0 steps", log)
+    # an accepted step end is relaxed again from the inputs, as a zero-step run of its ffield
+    # would be, and the force field is selected on that loss
+    assert re.search(r"relaxed 1 structures \(trial 1 step 1 end, from the input geometries\) "
+                     r"in [\d.]+ s: up to 43 steps", log)
+    honest = [float(v) for v in re.findall(r"; from the input geometries: loss ([\d.e+-]+)", log)]
+    accepted = log.count("; accepted (in-step loss")
+    assert accepted >= 1 and len(honest) == accepted
+    lowest = uninterrupted.state.lowest_training
+    assert lowest["step"] >= 1 and min(honest) == pytest.approx(lowest["loss"], rel=1e-5)
     # the first step reuses the starting relaxation, the second step 1's end: nothing placed
     assert "relaxed 1 structures (trial 1 step 2)" not in log
     assert "carried geometries (trial" not in log
