@@ -456,9 +456,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         state.start_geometries = geometries_to_json(start_model.geometries)
     initial = evaluate(theta_start, start_model)
     compile_seconds = time.perf_counter() - t0
-    log(f"compiled and evaluated the starting force field in {compile_seconds:.1f} s: loss "
-        f"{initial.loss:.6g}" + ("" if initial.validation_loss is None
-                                 else f", validation {initial.validation_loss:.6g}"))
+    log(f"compiled and evaluated the starting force field in {compile_seconds:.1f} s: "
+        f"{_losses(initial)}")
     if not initial.finite:
         log("warning: the starting force field gives a non-finite loss"
             + (f" (structures: {', '.join(initial.bad_structures[:10])})"
@@ -584,9 +583,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                                                            "input geometries"))
                         counter["evaluations"] += 1
                         consider(honest, trial, step, last["iterations"])
-                        verdict += (f"; from the input geometries: loss {honest.loss:.6g}"
-                                    + ("" if honest.validation_loss is None
-                                       else f", validation {honest.validation_loss:.6g}"))
+                        verdict += f"; from the input geometries: {_losses(honest)}"
                     if accepted:
                         state.theta = theta_end.tolist()
                         if minimized:
@@ -594,9 +591,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     event = STEP_EVENTS[0] if accepted else STEP_EVENTS[1]
                     state.history.append(_history_row(trial, step, last["iterations"], end,
                                                       state.best, elapsed(), event))
-                    log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: loss {end.loss:.6g}"
-                        + ("" if end.validation_loss is None
-                           else f", validation {end.validation_loss:.6g}")
+                    log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: {_losses(end)}"
                         + f", {last['iterations']} iterations ({result.message}){verdict}"
                         + _memory_note())
                     state.step += 1
@@ -639,8 +634,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         lowest = evaluate(theta_lowest, from_inputs(theta_lowest, "lowest training loss"))
         log(f"lowest training loss force field (trial {state.lowest_training['trial']} step "
             f"{state.lowest_training['step']})"
-            f"{', relaxed from the input geometries' if minimized else ''}: loss "
-            f"{lowest.loss:.6g}, validation {lowest.validation_loss:.6g}")
+            f"{', relaxed from the input geometries' if minimized else ''}: {_losses(lowest)}")
     summary = report.write_outputs(
         out, config=config, inputs=inputs, problem=problem, initial=initial, fitted=fitted,
         theta_initial=theta_start, theta_best=best_theta, best=state.best,
@@ -694,6 +688,12 @@ def _memory_note() -> str:
     except (OSError, KeyError, ValueError):
         return ""
     return f"; memory now {now:.2f} GiB, peak {peak:.2f} GiB"
+
+
+def _losses(ev: Evaluation) -> str:
+    """'loss L' or 'loss L, validation V' for a log line."""
+    return f"loss {ev.loss:.6g}" + ("" if ev.validation_loss is None
+                                    else f", validation {ev.validation_loss:.6g}")
 
 
 def _history_row(trial, step, iteration, ev: Evaluation, best, elapsed, event) -> dict:
