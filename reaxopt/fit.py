@@ -33,14 +33,21 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   the in-step model; from the inputs soft modes stop elsewhere and the loss is rough), and an
   accepted step end is evaluated once more from the inputs for the selection. The outputs are
   evaluated from the inputs too.
-* Trust region (with relaxed structures): the in-step loss is a model of the true one, good near
-  the step's start only. Each step may change every scaled parameter by at most the trust
-  radius (``optimizer.trust_radius`` at first); a step whose re-relaxed training loss is not
-  below its start's is rejected (the next step starts from the same point) and the radius
-  shrinks to a quarter of the step taken; an accepted step whose true reduction is under a
-  quarter of the in-step one halves it, one over three quarters that reached the boundary
-  doubles it (``trust_update``). A trial ends when the radius falls below
-  ``MIN_TRUST_RADIUS``.
+* Single points (no structure relaxes): each step holds the bond-order gates of its start too,
+  so its optimizer is not stopped at the first threshold it walks up to (the quick start's
+  single live step ended at a jump of +15 in the loss after 72 iterations). An iterate is
+  exact where the gates it holds are still LAMMPS's; one that is not but looks better than
+  the best so far is evaluated again with LAMMPS's gates and considered with that loss. Each
+  step's end is evaluated with LAMMPS's gates and judged like a relaxed one's.
+* Trust region: the in-step loss is a model of the true one, good near the step's start only
+  (with relaxed structures; for single points it is exact up to the jumps of the gates it
+  holds). Each step may change every scaled parameter by at most the trust radius
+  (``optimizer.trust_radius`` at first with relaxed structures, else the whole range); a step
+  whose true training loss (re-relaxed; LAMMPS's gates) is not below its start's is rejected
+  (the next step starts from the same point) and the radius shrinks to a quarter of the step
+  taken; an accepted step whose true reduction is under a quarter of the in-step one halves
+  it, one over three quarters that reached the boundary doubles it (``trust_update``). A
+  trial ends when the radius falls below ``MIN_TRUST_RADIUS``.
 * A loss or gradient that is not finite (NaN/Inf) is reported as a warning naming the affected
   structures, and the optimizer is handed a large finite loss (``BAD_LOSS``) with a zero
   gradient, so its line search steps back.
@@ -83,6 +90,7 @@ from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
                            loosest_params, theta_map)
+from reaxopt.packed import gated, gates_hold
 from reaxopt.relaxation import (Relaxed, geometries_from_json, geometries_to_json,
                                 make_relaxer)
 from reaxopt.response import linearised_positions
@@ -368,8 +376,12 @@ def trust_update(radius: float, start_loss: float, predicted_loss: float, actual
 
     start_loss: the step's starting loss (relaxed under its own parameters); predicted_loss:
     the in-step loss at the step's end (geometry of the start); actual_loss: the end's loss
-    relaxed under its own parameters; step_length: the largest scaled parameter change.
+    relaxed under its own parameters; step_length: the largest scaled parameter change. A step
+    that did not move and predicted no gain (its optimizer converged where it started) is
+    accepted with the radius unchanged: the trial's convergence test then ends it.
     """
+    if step_length == 0.0 and not predicted_loss < start_loss:
+        return True, radius
     actual = start_loss - actual_loss
     if not math.isfinite(actual_loss) or not actual > 0.0:
         return False, 0.25 * (step_length if step_length > 0.0 else radius)
@@ -484,6 +496,24 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 return
         state.best = {**candidate, "selection": score}
 
+    def no_selection(*args) -> None:
+        """With relaxed structures an in-step loss sees them at the step start's geometry
+        (moved by the linearised response), meaningless far from the start: only step ends,
+        relaxed again under their own parameters, are selected."""
+
+    def consider_where_exact(step_model: Relaxed, ev: Evaluation, *args) -> None:
+        """Single points: an in-step iterate is exact where the gates held since the step's
+        start are still LAMMPS's; elsewhere, if it looks better than the best so far, it is
+        evaluated again with LAMMPS's gates and considered with that loss."""
+        if not _gates_hold(problem, step_model, ev.theta):
+            lowest = state.lowest_training
+            if not (selection(ev) < state.best["selection"]
+                    or (lowest is not None and ev.finite and ev.loss < lowest["loss"])):
+                return
+            ev = step_evaluate(ev.theta, model_at(ev.theta, "iterate"))
+            counter["evaluations"] += 1
+        consider(ev, *args)
+
     if state.best is None:
         consider(initial, -1, -1, 0)  # trial 0, step 0: the starting force field
     elapsed0 = state.elapsed
@@ -535,9 +565,11 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     if stop_after_steps is not None and steps_run >= stop_after_steps:
                         raise FitInterrupted(signal.SIGTERM, checkpoint_path)
                     theta, step = np.array(state.theta), state.step
-                    if minimized and state.radius is None:
-                        state.radius = opt.trust_radius
-                    radius = state.radius if minimized else None
+                    if state.radius is None:
+                        # single points: the in-step loss is exact up to the held gates' jumps,
+                        # so the first step may span the whole range
+                        state.radius = opt.trust_radius if minimized else 1.0
+                    radius = state.radius
                     where = f"trial {trial + 1} step {step + 1}"
                     carried = None
                     if minimized:
@@ -547,31 +579,25 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         at_theta = geometries_from_json(state.geometries)
                         carried = at_theta if carry else None
                         step_model = relaxer.placed(theta, at_theta, where)
+                        in_step = no_selection
                     else:
-                        step_model = model_at(theta, where)
-                    # With relaxed structures, an in-step loss sees them at the step's starting
-                    # geometry (moved by the linearised response), which parameters far from the
-                    # step's start make meaningless: only step ends, relaxed again under their own
-                    # parameters, may then be selected (the next step reuses that relaxation).
-                    in_step = consider if not minimized else (lambda *args: None)
+                        step_model = _gated_at(problem, theta)
+                        in_step = partial(consider_where_exact, step_model)
                     raise_if_signalled()
                     result, last = _outer_step(partial(step_evaluate, relaxed=step_model), theta,
                                                lower, span, opt, log, counter, in_step, trial, step,
                                                state, elapsed, radius)
                     before = last["start_loss"]
                     theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
-                    end_model = (model_at(theta_end, f"{where} end", carried)
-                                 if minimized else step_model)
+                    end_model = model_at(theta_end, f"{where} end", carried)
                     end = step_evaluate(theta_end, end_model)
                     counter["evaluations"] += 1
-                    accepted, verdict = True, ""
-                    if minimized:
-                        length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
-                        accepted, state.radius = trust_update(radius, before, float(result.fun),
-                                                              end.loss, length)
-                        verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
-                                   f"{float(result.fun):.6g}, step {length:.3g} of radius "
-                                   f"{radius:.3g}; next radius {state.radius:.3g})")
+                    length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
+                    accepted, state.radius = trust_update(radius, before, float(result.fun),
+                                                          end.loss, length)
+                    verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
+                               f"{float(result.fun):.6g}, step {length:.3g} of radius "
+                               f"{radius:.3g}; next radius {state.radius:.3g})")
                     if not carry:
                         consider(end, trial, step, last["iterations"])
                     elif accepted:
@@ -595,7 +621,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         + f", {last['iterations']} iterations ({result.message}){verdict}"
                         + _memory_note())
                     state.step += 1
-                    if minimized and state.radius < MIN_TRUST_RADIUS:
+                    if state.radius < MIN_TRUST_RADIUS:
                         log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
                             f"{MIN_TRUST_RADIUS:g}, the trial ends")
                         state.trial_done = True
@@ -647,6 +673,25 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         + f"; outputs in {out}")
     log.save()
     return FitResult(out, summary, state)
+
+
+def _gated_at(problem: Problem, theta) -> Relaxed:
+    """The problem's model (input geometries) with the bond-order gates of theta held: exact at
+    theta and smooth in the parameters around it (``reaxopt.packed.gated``)."""
+    model = problem.model
+    if model.packed is None:
+        return Relaxed(model)
+    params = problem.theta_map.to_params(jnp.asarray(theta), problem.base_params)
+    return Relaxed(dataclasses.replace(model, packed=gated(model.packed, params, model.topology)))
+
+
+def _gates_hold(problem: Problem, relaxed: Relaxed, theta) -> bool:
+    """Whether the gates ``relaxed`` holds are LAMMPS's at theta (its loss there is exact)."""
+    model = relaxed.model
+    if model.packed is None:
+        return True
+    params = problem.theta_map.to_params(jnp.asarray(theta), problem.base_params)
+    return gates_hold(model.packed, params, model.topology)
 
 
 @contextlib.contextmanager

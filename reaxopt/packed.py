@@ -270,6 +270,22 @@ def gated(packed: Packed, params: Params, topology: Topology) -> Packed:
                                                     topology=topology))
 
 
+@partial(jax.jit, static_argnames="topology")
+def _gates_equal(positions, system: System, params: Params, topology: Topology, held: Gates):
+    live = _gates(positions, system, params, topology=topology)
+    same = jax.tree_util.tree_map(lambda a, b: jnp.all(a == b), live, held)
+    return jnp.all(jnp.stack(jax.tree_util.tree_leaves(same)))
+
+
+def gates_hold(packed: Packed, params: Params, topology: Topology) -> bool:
+    """Whether ``packed``'s held gates are LAMMPS's at ``params`` (its positions as they are),
+    so that its energies there are exact; True when it holds none."""
+    if packed.gates is None or packed.system.lists is None:
+        return True
+    return bool(_gates_equal(packed.positions, packed.system, params, topology=topology,
+                             held=packed.gates))
+
+
 def deformed(system: System, segments: Segments, deformation) -> System:
     """``system`` with every periodic image vector (Å) of structure s right-multiplied by
     ``deformation[s]`` (S, 3, 3): the images of a cell deformed from C to C D."""

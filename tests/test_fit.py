@@ -1,4 +1,4 @@
-"""The fitting driver on a small subset of the quickstart data: 12 structures, 5 parameters.
+"""The fitting driver on a small subset of the quickstart data: 14 structures, 5 parameters.
 
 Every run here shares one compiled loss and gradient (same structures, same shapes), so the
 module pays for one compilation.
@@ -28,13 +28,14 @@ from reaxopt.report.outputs import HISTORY_COLUMNS, REPORT_COLUMNS
 ROOT = Path(__file__).resolve().parents[1]
 CHO = ROOT / "datasets" / "cho"
 FAMILIES = (("water_stretch_OH", 5), ("water_angle_HOH", 4), ("methane_stretch_CH", 3))
+LONG_STRETCH = ("formaldehyde_stretch_CO", 3, 2)  # family, first member, count
 PARAMS = ("bond H-O De_s", "bond H-O p_bo1", "bond H-O p_bo2", "angle H-O-H theta_00",
           "angle H-O-H p_val1")
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    """A config over 12 small structures (a quarter held out, one minimised) and 5 O-H
+    """A config over 14 small structures (a quarter held out, one minimised) and 5 O-H
     parameters."""
     from ase.io import read, write
 
@@ -44,6 +45,11 @@ def config(tmp_path_factory):
     for family, n in FAMILIES:
         members = [a for a in frames if a.info["family"] == family]
         picked += members[::2][:n]
+    # formaldehyde with its C-O bond stretched to 1.32 and 1.44 Å: its O...H pairs (2.12 and
+    # 2.23 Å) cross LAMMPS's bond-order cutoff as the H-O bond's p_bo2 rises from 5.05 to 5.5
+    # and 5.15, so the fit meets bond-order thresholds
+    family, first, n = LONG_STRETCH
+    picked[-1:-1] = [a for a in frames if a.info["family"] == family][first:first + n]
     # one structure asks for a geometry optimisation (FIRE, at most 300 steps)
     picked[-1].info.update(run_type="minimize", max_iterations=300)
     write(folder / "small.extxyz", picked, format="extxyz")
@@ -355,6 +361,9 @@ def test_trust_update_accepts_rejects_and_resizes():
     assert trust_update(0.1, 100.0, 50.0, 101.0, 0.08) == (False, 0.02)  # worse: reject
     assert trust_update(0.1, 100.0, 50.0, math.nan, 0.08) == (False, 0.02)
     assert trust_update(0.1, 100.0, 50.0, 100.0, 0.0) == (False, 0.025)  # no move, no gain
+    # converged where it started: nothing tried, nothing to judge (the trial then ends)
+    assert trust_update(0.1, 100.0, 100.0, 100.0, 0.0) == (True, 0.1)
+    assert trust_update(0.1, 100.0, 100.0, 100.5, 0.0) == (True, 0.1)
     assert trust_update(0.1, 100.0, 50.0, 90.0, 0.08) == (True, 0.04)  # ratio 0.2: halve step
     assert trust_update(0.1, 100.0, 50.0, 60.0, 0.05) == (True, 0.1)  # ratio 0.8 inside: keep
     assert trust_update(0.1, 100.0, 50.0, 60.0, 0.095) == (True, 0.2)  # at boundary: double
@@ -590,3 +599,39 @@ def test_model_batches_hold_every_structure_once(config):
     for k, s in enumerate(structures):
         assert masks[order[k]].sum() == s.n_atoms
         np.testing.assert_array_equal(stacked[order[k], :s.n_atoms], s.positions)
+
+
+def test_single_point_steps_hold_the_gates_and_select_on_lammps_losses(config, tmp_path):
+    """Without relaxed structures each step holds its start's bond-order gates; iterates and
+    step ends enter the selection only with the loss LAMMPS's gates give."""
+    import re
+
+    from ase.io import read, write
+
+    from reaxopt.fit import _gated_at, _gates_hold
+
+    frames = read(config.path.parent / "small.extxyz", ":")
+    for atoms in frames:
+        atoms.info.pop("run_type", None)
+        atoms.info.pop("max_iterations", None)
+    write(tmp_path / "single.extxyz", frames, format="extxyz")
+    training = config.training
+    files = (dataclasses.replace(training.structures[0], path=tmp_path / "single.extxyz"),)
+    single = dataclasses.replace(config,
+                                 training=dataclasses.replace(training, structures=files))
+    result = run_fit(_with(single, tmp_path, steps=3, max_iterations=6), stream=False)
+    log = (tmp_path / "run.log").read_text()
+    assert "relaxed" not in log
+    radii = re.findall(r"step 1/3 done: .*accepted \(in-step loss [\d.e+-]+, step [\d.e-]+ of "
+                       r"radius ([\d.e-]+);", log)
+    assert radii == ["1"], log[-2000:]
+    problem = build_problem(load_inputs(single))
+    live = make_evaluator(problem, 0.0, problem.theta_start)
+    best, lowest = result.state.best, result.state.lowest_training
+    theta_best = np.array(best["theta"])
+    # the fit crossed thresholds: the starting force field's gates do not hold at its end
+    assert not _gates_hold(problem, _gated_at(problem, problem.theta_start), theta_best)
+    for chosen in (best, lowest):
+        ev = live(np.array(chosen["theta"]))
+        assert ev.loss == pytest.approx(chosen["loss"], rel=1e-10)
+        assert ev.validation_loss == pytest.approx(chosen["validation_loss"], rel=1e-10)

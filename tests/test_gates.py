@@ -16,7 +16,7 @@ from reaxopt.io.ffield import read_ffield
 from reaxopt.io.geometry import read_geometries
 from reaxopt.io.params import parse_params
 from reaxopt.model import theta_map
-from reaxopt.packed import gated, pack, packed_outputs
+from reaxopt.packed import gated, gates_hold, pack, packed_outputs
 
 # dmds-SS3.5 under ffield_best: between these values of the H-S bond's p_bo2 (bond parameter 14)
 # an S...H pair's bond order crosses LAMMPS's thresholds and the energy jumps by about 0.16
@@ -77,3 +77,12 @@ def test_gates_remove_the_jump_at_a_threshold(case):
 
     assert abs(jump(packed)) > 0.1  # live thresholds: the energy jumps
     assert abs(jump(held)) < 1e-4  # held gates: smooth across it
+
+
+def test_gates_hold_where_recorded_and_not_across_the_threshold(case):
+    packed, topology, at = case
+    held = gated(packed, at(LOW), topology)
+    assert gates_hold(packed, at(HIGH), topology)  # none held: always LAMMPS's
+    assert gates_hold(held, at(LOW), topology)
+    assert gates_hold(held, at(LOW + 1e-6), topology)
+    assert not gates_hold(held, at(HIGH), topology)
