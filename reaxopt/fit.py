@@ -371,16 +371,18 @@ def _starting_point(init: str, theta0: np.ndarray, lower, upper, rng) -> np.ndar
 
 
 def trust_update(radius: float, start_loss: float, predicted_loss: float, actual_loss: float,
-                 step_length: float) -> tuple[bool, float]:
+                 step_length: float, converged: bool = False) -> tuple[bool, float]:
     """(accept the step, the next trust radius) after one outer step.
 
     start_loss: the step's starting loss (relaxed under its own parameters); predicted_loss:
     the in-step loss at the step's end (geometry of the start); actual_loss: the end's loss
-    relaxed under its own parameters; step_length: the largest scaled parameter change. A step
-    that did not move and predicted no gain (its optimizer converged where it started) is
-    accepted with the radius unchanged: the trial's convergence test then ends it.
+    relaxed under its own parameters; step_length: the largest scaled parameter change;
+    converged: whether the step's optimizer reported convergence. A step whose optimizer
+    converged where it started is accepted with the radius unchanged (the trial's convergence
+    test then ends it); one that stopped there otherwise (a failed line search) is rejected, so
+    that the next step tries a smaller radius.
     """
-    if step_length == 0.0 and not predicted_loss < start_loss:
+    if converged and step_length == 0.0 and not predicted_loss < start_loss:
         return True, radius
     actual = start_loss - actual_loss
     if not math.isfinite(actual_loss) or not actual > 0.0:
@@ -594,7 +596,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     counter["evaluations"] += 1
                     length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
                     accepted, state.radius = trust_update(radius, before, float(result.fun),
-                                                          end.loss, length)
+                                                          end.loss, length, result.success)
                     verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
                                f"{float(result.fun):.6g}, step {length:.3g} of radius "
                                f"{radius:.3g}; next radius {state.radius:.3g})")

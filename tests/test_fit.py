@@ -362,8 +362,10 @@ def test_trust_update_accepts_rejects_and_resizes():
     assert trust_update(0.1, 100.0, 50.0, math.nan, 0.08) == (False, 0.02)
     assert trust_update(0.1, 100.0, 50.0, 100.0, 0.0) == (False, 0.025)  # no move, no gain
     # converged where it started: nothing tried, nothing to judge (the trial then ends)
-    assert trust_update(0.1, 100.0, 100.0, 100.0, 0.0) == (True, 0.1)
-    assert trust_update(0.1, 100.0, 100.0, 100.5, 0.0) == (True, 0.1)
+    assert trust_update(0.1, 100.0, 100.0, 100.0, 0.0, converged=True) == (True, 0.1)
+    assert trust_update(0.1, 100.0, 100.0, 100.5, 0.0, converged=True) == (True, 0.1)
+    # stopped where it started without converging (a failed line search): try smaller
+    assert trust_update(0.1, 100.0, 100.0, 100.0, 0.0) == (False, 0.025)
     assert trust_update(0.1, 100.0, 50.0, 90.0, 0.08) == (True, 0.04)  # ratio 0.2: halve step
     assert trust_update(0.1, 100.0, 50.0, 60.0, 0.05) == (True, 0.1)  # ratio 0.8 inside: keep
     assert trust_update(0.1, 100.0, 50.0, 60.0, 0.095) == (True, 0.2)  # at boundary: double
