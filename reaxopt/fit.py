@@ -90,8 +90,8 @@ from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
                            loosest_params, theta_map)
-from reaxopt.packed import gated, gates_hold
-from reaxopt.relaxation import (Relaxed, geometries_from_json, geometries_to_json,
+from reaxopt.packed import gates_hold
+from reaxopt.relaxation import (Relaxed, gated_model, geometries_from_json, geometries_to_json,
                                 make_relaxer)
 from reaxopt.response import linearised_positions
 
@@ -680,11 +680,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
 def _gated_at(problem: Problem, theta) -> Relaxed:
     """The problem's model (input geometries) with the bond-order gates of theta held: exact at
     theta and smooth in the parameters around it (``reaxopt.packed.gated``)."""
-    model = problem.model
-    if model.packed is None:
-        return Relaxed(model)
     params = problem.theta_map.to_params(jnp.asarray(theta), problem.base_params)
-    return Relaxed(dataclasses.replace(model, packed=gated(model.packed, params, model.topology)))
+    return Relaxed(gated_model(problem.model, params))
 
 
 def _gates_hold(problem: Problem, relaxed: Relaxed, theta) -> bool:

@@ -47,6 +47,15 @@ class Relaxed:
     geometries: tuple | None = None
 
 
+def gated_model(model: Model, params) -> Model:
+    """``model`` with its packed system's bond-order gates held at ``params``
+    (``reaxopt.packed.gated``): exact there, smooth in the parameters around it. An unpacked
+    model is returned as it is."""
+    if model.packed is None:
+        return model
+    return dataclasses.replace(model, packed=gated(model.packed, params, model.topology))
+
+
 def geometry_key(geometries: tuple | None) -> bytes:
     """A cache key for geometries (``minimize.geometries``' form; None: the inputs)."""
     if geometries is None:
@@ -177,11 +186,9 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
                                                    [local[k] for k in responding],
                                                    config.minimize.min_stiffness, restraints),
                                   minimized, problem.model.n_max)
-        model = place_geometries(problem.model, minimized, at)
-        if model.packed is not None:
-            # the loss around theta keeps the bond-order gates of theta: smooth in the
-            # parameters, so a fitting step is not stopped at a threshold's jump
-            model = dataclasses.replace(model, packed=gated(model.packed, params, model.topology))
+        # the loss around theta keeps the bond-order gates of theta: smooth in the parameters,
+        # so a fitting step is not stopped at a threshold's jump
+        model = gated_model(place_geometries(problem.model, minimized, at), params)
         return Relaxed(model, response, at)
 
     def placed(theta, at: tuple, what: str) -> Relaxed:
