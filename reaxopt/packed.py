@@ -279,8 +279,9 @@ def _gates_equal(positions, system: System, params: Params, topology: Topology, 
 
 def gates_hold(packed: Packed, params: Params, topology: Topology) -> bool:
     """Whether ``packed``'s held gates are LAMMPS's at ``params`` (its positions as they are),
-    so that its energies there are exact; True when it holds none."""
-    if packed.gates is None or packed.system.lists is None:
+    so that its energies there are exact; True when it holds none (``gated`` holds none
+    without bonded lists)."""
+    if packed.gates is None:
         return True
     return bool(_gates_equal(packed.positions, packed.system, params, topology=topology,
                              held=packed.gates))
