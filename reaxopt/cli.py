@@ -244,7 +244,9 @@ def fit(config: Path, resume: bool) -> None:
     the best force field (ffield), report.csv/report.txt, history.csv, summary.json,
     config.yaml, run.log, summary.md and the figures parity.png, convergence.png and
     scans.png, and a checkpoint after every outer step. SIGINT or SIGTERM
-    save the checkpoint and exit with status 130 or 143; --resume continues from it.
+    save the checkpoint and exit with status 130 or 143; --resume continues from it. On a
+    finished run, --resume with a larger optimizer.steps continues the trials that ran out of
+    steps (a larger optimizer.trials adds trials).
     optimizer.steps 0 evaluates the given force field and writes the outputs. Every config
     key, its default and units: configs/README.md.
     """

@@ -58,7 +58,10 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   step's checkpoint and raise ``FitInterrupted`` (the CLI exits with 128 + the signal number);
   a resumed run repeats the interrupted step and so ends exactly where an uninterrupted run
   would. (Before the first evaluation has compiled there is nothing to save: SIGINT ends the
-  run with status 130, SIGTERM terminates it.)
+  run with status 130, SIGTERM terminates it.) Resuming a finished run with a larger
+  ``optimizer.steps`` continues the trials that ran out of steps (not those ended by the trust
+  radius or by convergence) from their last parameters, radius and geometries, as if they had
+  been given those steps from the start; a larger ``optimizer.trials`` adds trials.
 * Outputs (``reaxopt.report``): the best ``ffield``, ``report.csv``/``report.txt``,
   ``history.csv``, ``summary.json``, ``config.yaml``, ``run.log``.
 """
@@ -268,7 +271,7 @@ class State:
     trial: int = 0
     step: int = 0  # next outer step of the current trial to run
     theta: list | None = None  # current parameters of the trial (None: the trial has not started)
-    trial_done: bool = False
+    end_reason: str | None = None  # why the current trial ended (None: it goes on)
     best: dict | None = None  # theta, selection, loss, validation_loss, trial, step, iteration
     lowest_training: dict | None = None  # the same for the lowest training loss seen
     history: list = field(default_factory=list)
@@ -283,6 +286,9 @@ class State:
     # places them instead of relaxing again
     geometries: list | None = None
     start_geometries: list | None = None
+    # per ended trial: its last parameters, radius and geometries, its step count and why it
+    # ended, so a resume with more optimizer.steps continues the trials that ran out of steps
+    trial_ends: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
@@ -291,7 +297,15 @@ class State:
     def from_json(cls, data: dict) -> State:
         data = dict(data)
         data.pop("version", None)
+        if data.pop("trial_done", False):  # checkpoints written before end_reason
+            data["end_reason"] = "ended"
         return cls(**data)
+
+
+def _extendable(end: dict | None, opt) -> bool:
+    """Whether an ended trial stopped only because it ran out of steps, and more are asked
+    (None: a trial ended by a run whose checkpoint kept no trial ends)."""
+    return end is not None and end["reason"] == "steps" and end["steps"] < opt.steps
 
 
 def _write_json_atomic(path: Path, data) -> None:
@@ -450,7 +464,19 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         state = load_checkpoint(checkpoint_path, labels)
         _check_saved_geometries(state, [problem.model.n_atoms[k] for k in relaxer.minimized],
                                 checkpoint_path)
-        log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, step {state.step + 1}")
+        if state.finished:
+            more = [e["trial"] for e in state.trial_ends[:opt.trials] if _extendable(e, opt)]
+            log(f"resuming from {checkpoint_path}: the run had finished "
+                f"{len(state.trial_ends)} trial(s); "
+                + (f"trial(s) {', '.join(map(str, more))} ran out of steps and continue up to "
+                   f"optimizer.steps = {opt.steps}" if more else
+                   "no trial ran out of steps below optimizer.steps")
+                + (f"; trials {len(state.trial_ends) + 1}-{opt.trials} are new"
+                   if opt.trials > len(state.trial_ends) else ""))
+            state.finished = False
+        else:
+            log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, "
+                f"step {state.step + 1}")
     else:
         state = State(labels=labels)
     rng = _rng(opt.seed, state.rng)
@@ -544,8 +570,25 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
 
         steps_run = 0
         try:
-            while opt.steps > 0 and state.trial < opt.trials:
+            while opt.steps > 0:
+                if state.trial >= opt.trials:
+                    # trials of an earlier run that ran out of steps, when more are asked
+                    pending = [i for i, end in enumerate(state.trial_ends[:opt.trials])
+                               if _extendable(end, opt)]
+                    if not pending:
+                        break
+                    state.trial = pending[0]
                 trial = state.trial
+                if state.theta is None and trial < len(state.trial_ends):
+                    end = state.trial_ends[trial]
+                    if not _extendable(end, opt):
+                        state.trial += 1
+                        continue
+                    state.theta, state.radius, state.geometries = \
+                        end["theta"], end["radius"], end["geometries"]
+                    state.step, state.end_reason = end["steps"], None
+                    log(f"trial {trial + 1}: continuing after its step {end['steps']} "
+                        f"(radius {end['radius']:.3g}) up to step {opt.steps}")
                 if state.theta is None:
                     start = _starting_point(opt.init, theta_start, lower, upper, rng)
                     if opt.random_search:
@@ -562,8 +605,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         log(f"trial {trial + 1}: random search over {opt.random_search} samples, "
                             f"best loss {min(scored):.6g}")
                     state.theta = start.tolist()
-                    state.step, state.trial_done = 0, False
-                while state.step < opt.steps and not state.trial_done:
+                    state.step, state.end_reason = 0, None
+                while state.step < opt.steps and state.end_reason is None:
                     if stop_after_steps is not None and steps_run >= stop_after_steps:
                         raise FitInterrupted(signal.SIGTERM, checkpoint_path)
                     theta, step = np.array(state.theta), state.step
@@ -626,17 +669,22 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     if state.radius < MIN_TRUST_RADIUS:
                         log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
                             f"{MIN_TRUST_RADIUS:g}, the trial ends")
-                        state.trial_done = True
+                        state.end_reason = "trust radius"
                     # a step that no longer lowers the loss has converged (with relaxed
                     # structures the step start's in-step loss is its true loss: same geometry)
-                    if accepted and before is not None and not state.trial_done and \
+                    if accepted and before is not None and state.end_reason is None and \
                             before - end.loss <= opt.tolerance * max(1.0, abs(end.loss)):
                         log(f"trial {trial + 1}: step {step + 1} lowered the loss by "
                             f"{before - end.loss:.3g} (tolerance {opt.tolerance:g} relative), "
                             "converged: the trial ends")
-                        state.trial_done = True
+                        state.end_reason = "converged"
                     steps_run += 1
                     checkpoint()
+                end = {"trial": trial + 1, "reason": state.end_reason or "steps",
+                       "steps": state.step, "theta": state.theta, "radius": state.radius,
+                       "geometries": state.geometries}
+                state.trial_ends += [None] * (trial + 1 - len(state.trial_ends))
+                state.trial_ends[trial] = end
                 state.trial += 1
                 state.theta, state.radius, state.geometries = None, None, None
                 checkpoint()

@@ -477,6 +477,46 @@ def test_sigterm_saves_checkpoint_and_resume_matches(uninterrupted, config, tmp_
     np.testing.assert_array_equal(_final(resumed)[0], _final(uninterrupted)[0])
 
 
+def test_resume_with_more_steps_continues_a_finished_run(uninterrupted, config, tmp_path):
+    short = _with(config, tmp_path, steps=1)
+    run_fit(short, stream=False)
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["finished"] and saved["trial"] == 1
+    (end,) = saved["trial_ends"]
+    assert end["reason"] == "steps" and end["steps"] == 1 and len(end["geometries"]) == 1
+    # given its second step afterwards, the trial ends where the two-step run does
+    longer = _with(config, tmp_path, steps=2)
+    resumed = run_fit(longer, resume=True, stream=False)
+    log = (tmp_path / "run.log").read_text()
+    assert "the run had finished 1 trial(s); trial(s) 1 ran out of steps and continue up to " \
+        "optimizer.steps = 2" in log
+    assert "trial 1: continuing after its step 1 (radius " in log
+    assert "placed 1 carried geometries (trial 1 step 2)" in log
+    np.testing.assert_array_equal(_final(resumed)[0], _final(uninterrupted)[0])
+    assert _final(resumed)[1] == _final(uninterrupted)[1]
+    assert [(r["trial"], r["step"], r["loss"]) for r in resumed.state.history] == \
+        [(r["trial"], r["step"], r["loss"]) for r in uninterrupted.state.history]
+    assert (tmp_path / "ffield").read_text() == (uninterrupted.output_dir / "ffield").read_text()
+    # nothing left to continue: the outputs are written again, the history unchanged
+    again = run_fit(longer, resume=True, stream=False)
+    assert "no trial ran out of steps below optimizer.steps" in (tmp_path / "run.log").read_text()
+    assert again.state.history == resumed.state.history
+
+
+def test_only_trials_that_ran_out_of_steps_are_extended():
+    from reaxopt.fit import State, _extendable
+
+    opt = _optimizer_options(steps=5)
+    assert _extendable({"reason": "steps", "steps": 3}, opt)
+    assert not _extendable({"reason": "steps", "steps": 5}, opt)
+    assert not _extendable({"reason": "trust radius", "steps": 3}, opt)
+    assert not _extendable({"reason": "converged", "steps": 2}, opt)
+    assert not _extendable(None, opt)
+    # a checkpoint written before trial ends were kept still loads, its ended trial as ended
+    old = State.from_json({"version": 1, "trial": 0, "step": 4, "trial_done": True})
+    assert old.end_reason == "ended" and old.trial_ends == []
+
+
 class _SwallowedSignalAt(_SignalAt):
     """Sends SIGTERM inside a try/except that swallows the handler's exception, as JAX does
     when the signal arrives while it reads its persistent compilation cache."""
@@ -550,10 +590,10 @@ def _stub_state():
     return type("S", (), {"best": {"selection": math.inf}, "history": []})()
 
 
-def _optimizer_options():
+def _optimizer_options(**options):
     from reaxopt.config import OptimizerConfig
 
-    return OptimizerConfig(max_iterations=30)
+    return OptimizerConfig(**{"max_iterations": 30, **options})
 
 
 def test_cli_fit_writes_outputs_and_reports_bad_resume(config, monkeypatch):
