@@ -308,6 +308,11 @@ def _extendable(end: dict | None, opt) -> bool:
     return end is not None and end["reason"] == "steps" and end["steps"] < opt.steps
 
 
+def _trials_to_extend(state: State, opt) -> list[int]:
+    """Indices of the ended trials (within optimizer.trials) that ``_extendable`` continues."""
+    return [i for i, end in enumerate(state.trial_ends[:opt.trials]) if _extendable(end, opt)]
+
+
 def _write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
 
@@ -465,7 +470,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         _check_saved_geometries(state, [problem.model.n_atoms[k] for k in relaxer.minimized],
                                 checkpoint_path)
         if state.finished:
-            more = [e["trial"] for e in state.trial_ends[:opt.trials] if _extendable(e, opt)]
+            more = [i + 1 for i in _trials_to_extend(state, opt)]
             log(f"resuming from {checkpoint_path}: the run had finished "
                 f"{len(state.trial_ends)} trial(s); "
                 + (f"trial(s) {', '.join(map(str, more))} ran out of steps and continue up to "
@@ -573,8 +578,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             while opt.steps > 0:
                 if state.trial >= opt.trials:
                     # trials of an earlier run that ran out of steps, when more are asked
-                    pending = [i for i, end in enumerate(state.trial_ends[:opt.trials])
-                               if _extendable(end, opt)]
+                    pending = _trials_to_extend(state, opt)
                     if not pending:
                         break
                     state.trial = pending[0]
