@@ -666,8 +666,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     event = STEP_EVENTS[0] if accepted else STEP_EVENTS[1]
                     state.history.append(_history_row(trial, step, last["iterations"], end,
                                                       state.best, elapsed(), event))
-                    log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: {_losses(end)}"
-                        + f", {last['iterations']} iterations ({result.message}){verdict}"
+                    log(f"trial {trial + 1} step {step + 1}/{opt.steps} done: {_losses(end)}, "
+                        f"{last['iterations']} iterations ({optimizer_message(result)}){verdict}"
                         + _memory_note())
                     state.step += 1
                     if state.radius < MIN_TRUST_RADIUS:
@@ -784,6 +784,16 @@ def _memory_note() -> str:
     except (OSError, KeyError, ValueError):
         return ""
     return f"; memory now {now:.2f} GiB, peak {peak:.2f} GiB"
+
+
+def optimizer_message(result) -> str:
+    """scipy's message on how a step's optimizer ended, with the bare 'ABNORMAL: ' of L-BFGS-B
+    (scipy 1.15 on) spelled out."""
+    message = " ".join(str(result.message).split())
+    if message.rstrip(":") == "ABNORMAL":
+        return ("ABNORMAL: the line search found no point that lowers the loss enough along its "
+                "direction, and stopped at its previous iterate")
+    return message
 
 
 def _losses(ev: Evaluation) -> str:

@@ -15,11 +15,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import scipy.optimize
 
 import reaxopt  # noqa: F401  (float64)
 from reaxopt.config import load_config
 from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, _outer_step,
-                         build_problem, make_evaluator, run_fit, trust_update)
+                         build_problem, make_evaluator, optimizer_message, run_fit,
+                         trust_update)
 from reaxopt.inputs import load_inputs
 from reaxopt.io.ffield import read_ffield
 from reaxopt.io.params import get_value
@@ -354,6 +356,21 @@ def test_unconverged_relaxations_are_named_worst_first():
         "3 of 4 above 0.5 kcal/mol/Å RMS force: d 5.36, b 4.16, c 0.5"
     assert unconverged_note([0.1, 4.16, 0.5, 5.36], names, 0.5, shown=1) == \
         "3 of 4 above 0.5 kcal/mol/Å RMS force: d 5.36 and 2 more"
+
+
+def test_optimizer_message_spells_out_a_failed_line_search():
+    # a gradient of the wrong sign: no point along L-BFGS-B's direction lowers x·x
+    def wrong_gradient(x):
+        return x @ x, -2.0 * x
+
+    failed = scipy.optimize.minimize(wrong_gradient, np.array([1.0, 2.0]), jac=True,
+                                     method="L-BFGS-B")
+    assert not failed.success and failed.x.tolist() == [1.0, 2.0]
+    assert optimizer_message(failed).startswith("ABNORMAL: the line search found no point")
+    converged = scipy.optimize.minimize(lambda x: (x @ x, 2.0 * x), np.array([1.0, 2.0]),
+                                        jac=True, method="L-BFGS-B")
+    assert optimizer_message(converged) == " ".join(converged.message.split())
+    assert optimizer_message(converged).startswith("CONVERGENCE")
 
 
 def test_trust_update_accepts_rejects_and_resizes():
