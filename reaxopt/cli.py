@@ -240,7 +240,9 @@ def cluster(ffield: Path, geo: Path, k: int | None, as_json: bool) -> None:
 def fit(config: Path, resume: bool) -> None:
     """Fit the parameters CONFIG selects and write the results to its output directory.
 
-    Prints one line per optimizer iteration (iteration, loss, best, elapsed seconds). Writes
+    Prints one line per optimizer iteration (iteration, loss, validation loss, the best so far
+    on validation, or on training without a validation set, elapsed seconds) and, on a
+    terminal, a progress bar of the outer steps below them. Writes
     the best force field (ffield), report.csv/report.txt, history.csv, summary.json,
     config.yaml, run.log, summary.md and the figures parity.png, convergence.png and
     scans.png, and a checkpoint after every outer step. SIGINT or SIGTERM

@@ -51,7 +51,9 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
 * A loss or gradient that is not finite (NaN/Inf) is reported as a warning naming the affected
   structures, and the optimizer is handed a large finite loss (``BAD_LOSS``) with a zero
   gradient, so its line search steps back.
-* Progress: one line per optimizer iteration (trial, step, iteration, loss, best, elapsed s).
+* Progress: one line per optimizer iteration (trial, step, iteration, loss, validation loss, the
+  best so far on the selection's loss, elapsed s); on a terminal, a progress bar (tqdm) of the
+  outer steps of all trials below the lines.
 * Checkpoint: ``checkpoint.json`` in the output directory after every outer step (atomic), with
   the current parameters, the best ones, the history and the generator state; ``resume=True``
   continues from it. SIGINT/SIGTERM during the optimization save the last completed outer
@@ -313,6 +315,21 @@ def _trials_to_extend(state: State, opt) -> list[int]:
     return [i for i, end in enumerate(state.trial_ends[:opt.trials]) if _extendable(end, opt)]
 
 
+def _steps_done(state: State, opt) -> int:
+    """Outer steps done of the run's plan (optimizer.trials x optimizer.steps), for the progress
+    bar: an ended trial counts all its steps, one that a resume extends the steps it took."""
+    done = 0
+    for trial in range(opt.trials):
+        end = state.trial_ends[trial] if trial < len(state.trial_ends) else None
+        if trial == state.trial and state.theta is not None:
+            done += state.step
+        elif end is not None:
+            done += end["steps"] if _extendable(end, opt) else opt.steps
+        elif trial < state.trial:  # ended in a checkpoint older than trial_ends
+            done += opt.steps
+    return done
+
+
 def _write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
 
@@ -351,17 +368,45 @@ def _check_saved_geometries(state: State, atom_counts: list[int], path: Path) ->
 
 
 class RunLog:
-    """Progress lines to a stream (stdout) and, rewritten atomically, to ``run.log``."""
+    """Progress lines to a stream (stdout) and, rewritten atomically, to ``run.log``; on a
+    terminal, a progress bar of the fit's outer steps below the lines (never in ``run.log``)."""
 
     def __init__(self, path: Path | None, stream=None, previous: str = ""):
         self.path = path
         self.stream = sys.stdout if stream is None else stream
         self.lines: list[str] = [previous.rstrip("\n")] if previous.strip() else []
+        self.bar = None
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
-        if self.stream is not False:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)  # clears the bar, writes, redraws it
+        elif self.stream is not False:
             print(line, file=self.stream, flush=True)
+
+    def start_bar(self, total_steps: int, done: int) -> None:
+        """A bar over the run's outer steps (all trials), when the stream is a terminal."""
+        isatty = getattr(self.stream, "isatty", None)
+        if self.stream is False or isatty is None or not isatty() or total_steps <= 0:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=min(done, total_steps), desc="fit",
+                        unit="step", file=self.stream, dynamic_ncols=True, leave=True)
+
+    def progress(self, done: int, status: str) -> None:
+        """Move the bar to ``done`` outer steps, with ``status`` (trial, step, losses) beside."""
+        if self.bar is not None:
+            self.bar.n = min(done, self.bar.total)
+            self.bar.set_postfix_str(status, refresh=False)
+            self.bar.refresh()
+
+    def close_bar(self, done: int | None = None) -> None:
+        if self.bar is not None:
+            if done is not None:
+                self.progress(done, self.bar.postfix or "")
+            self.bar.close()
+            self.bar = None
 
     def save(self) -> None:
         if self.path is not None:
@@ -574,6 +619,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             return ev
 
         steps_run = 0
+        log.start_bar(opt.trials * opt.steps, _steps_done(state, opt))
         try:
             while opt.steps > 0:
                 if state.trial >= opt.trials:
@@ -635,7 +681,9 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     raise_if_signalled()
                     result, last = _outer_step(partial(step_evaluate, relaxed=step_model), theta,
                                                lower, span, opt, log, counter, in_step, trial, step,
-                                               state, elapsed, radius)
+                                               state, elapsed, radius,
+                                               lambda status: log.progress(
+                                                   _steps_done(state, opt), status))
                     before = last["start_loss"]
                     theta_end = lower + np.clip(result.x, 0.0, 1.0) * span
                     end_model = model_at(theta_end, f"{where} end", carried)
@@ -684,6 +732,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         state.end_reason = "converged"
                     steps_run += 1
                     checkpoint()
+                    log.progress(_steps_done(state, opt),
+                                 f"trial {trial + 1} step {step + 1} {_losses(end)}")
                 end = {"trial": trial + 1, "reason": state.end_reason or "steps",
                        "steps": state.step, "theta": state.theta, "radius": state.radius,
                        "geometries": state.geometries}
@@ -702,6 +752,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 f"steps); continue with: reaxopt fit {config.path} --resume")
             log.save()
             raise
+        finally:
+            log.close_bar(_steps_done(state, opt) if state.finished else None)
 
     best_theta = np.array(state.best["theta"])
     fitted = evaluate(best_theta, from_inputs(best_theta, "best force field"))
@@ -810,9 +862,10 @@ def _history_row(trial, step, iteration, ev: Evaluation, best, elapsed, event) -
 
 
 def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial, step, state,
-                elapsed, radius=None):
+                elapsed, radius=None, progress=None):
     """One scipy.optimize.minimize call from ``theta`` in the scaled variables u in [0, 1],
-    each within ``radius`` of its start when given."""
+    each within ``radius`` of its start when given; ``progress`` (when given) gets a short
+    status after each iteration, for a progress bar."""
     recent: list[tuple[np.ndarray, Evaluation]] = []  # the last few evaluations
     warned: set[str] = set()
     last = {"iterations": 0, "start_loss": None}
@@ -847,10 +900,15 @@ def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial
                            "iteration")
         state.history.append(row)
         best = state.best["selection"]
+        # the best so far is on the selection's loss: validation where there is one
         log(f"trial {trial + 1} step {step + 1} iter {last['iterations']:4d} "
-            f"loss {ev.loss:.6e} best {best:.6e}"
-            + ("" if ev.validation_loss is None else f" validation {ev.validation_loss:.6e}")
+            f"loss {ev.loss:.6e}"
+            + (f" best {best:.6e}" if ev.validation_loss is None else
+               f" validation {ev.validation_loss:.6e} best validation {best:.6e}")
             + f" elapsed {elapsed():.1f} s")
+        if progress is not None:
+            progress(f"trial {trial + 1} step {step + 1} iter {last['iterations']} "
+                     f"loss {ev.loss:.6g} best {best:.6g}")
 
     u0 = np.clip((theta - lower) / span, 0.0, 1.0)
     options = {"maxiter": opt.max_iterations, "ftol": opt.tolerance}

@@ -6,9 +6,11 @@ module pays for one compilation.
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import scipy.optimize
 
 import reaxopt  # noqa: F401  (float64)
 from reaxopt.config import load_config
-from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, _outer_step,
+from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, RunLog, _outer_step,
                          build_problem, make_evaluator, optimizer_message, run_fit,
                          trust_update)
 from reaxopt.inputs import load_inputs
@@ -85,9 +87,42 @@ def _with(config, output_dir, **optimizer):
                                optimizer=dataclasses.replace(config.optimizer, **optimizer))
 
 
+class _Terminal(io.StringIO):
+    """A progress stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(config, tmp_path_factory):
-    return run_fit(_with(config, tmp_path_factory.mktemp("a")), stream=False)
+def terminal():
+    return _Terminal()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config, tmp_path_factory, terminal):
+    return run_fit(_with(config, tmp_path_factory.mktemp("a")), stream=terminal)
+
+
+def test_a_terminal_shows_a_progress_bar_below_the_lines(uninterrupted, terminal):
+    shown = terminal.getvalue()
+    logged = (uninterrupted.output_dir / "run.log").read_text()
+    # every log line reaches the terminal, in order; the bar never reaches run.log
+    position = 0
+    for line in logged.splitlines():
+        position = shown.index(line, position) + len(line)
+    assert "\r" not in logged and "fit:" not in logged and "\r" in shown
+    # the bar counts the outer steps (1 trial x 2 steps) and says where the fit is
+    assert re.search(r"fit:  50%.*\| 1/2 .*trial 1 step 2 iter 1 loss [0-9.e+]+ best", shown)
+    assert re.search(r"fit: 100%.*\| 2/2 ", shown)
+    # a stream that is not a terminal (a Slurm output file) gets the lines alone
+    lines = io.StringIO()
+    log = RunLog(None, lines)
+    log.start_bar(2, 0)
+    log("a line")
+    log.progress(1, "status")
+    log.close_bar(2)
+    assert lines.getvalue() == "a line\n"
 
 
 def test_fit_lowers_the_loss_and_writes_outputs(uninterrupted, config):
@@ -532,6 +567,21 @@ def test_only_trials_that_ran_out_of_steps_are_extended():
     # a checkpoint written before trial ends were kept still loads, its ended trial as ended
     old = State.from_json({"version": 1, "trial": 0, "step": 4, "trial_done": True})
     assert old.end_reason == "ended" and old.trial_ends == []
+
+
+def test_progress_counts_the_outer_steps_of_all_trials():
+    from reaxopt.fit import State, _steps_done
+
+    opt = _optimizer_options(steps=5, trials=3)
+    state = State(labels=[])
+    assert _steps_done(state, opt) == 0
+    # trial 1 ran out at 3 of 5 steps (a resume extends it), trial 2 converged after 2: done
+    state.trial_ends = [{"reason": "steps", "steps": 3}, {"reason": "converged", "steps": 2}]
+    state.trial = 2
+    assert _steps_done(state, opt) == 3 + 5
+    # the resume continues trial 1, now at its step 4
+    state.trial, state.theta, state.step = 0, [0.5], 4
+    assert _steps_done(state, opt) == 4 + 5
 
 
 class _SwallowedSignalAt(_SignalAt):
