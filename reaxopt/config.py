@@ -77,6 +77,7 @@ class OptimizerConfig:
     random_search: int = 0  # random samples scored before the first local step
     regularization: float = 0.0  # L2 weight on the (scaled) parameter change
     trust_radius: float = 0.1  # largest first-step change per parameter, share of its range
+    early_stopping: int = 0  # end a trial after this many outer steps without a lower validation
 
 
 @dataclass(frozen=True)
@@ -434,6 +435,7 @@ _OPTIMIZER_CHECKS = {
     "random_search": lambda c, k, v: _int(c, k, v, minimum=0),
     "regularization": lambda c, k, v: _float(c, k, v, minimum=0.0),
     "trust_radius": lambda c, k, v: _float(c, k, v, positive=True, maximum=1.0),
+    "early_stopping": lambda c, k, v: _int(c, k, v, minimum=0),
 }
 _MINIMIZE_CHECKS = {
     "steps": lambda c, k, v: _int(c, k, v, minimum=0),
@@ -491,10 +493,15 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
                        must_exist=False)
     if output_dir.exists() and not output_dir.is_dir():
         raise ctx.error("output_dir", f"expected a directory, found the file {output_dir}")
+    optimizer = _section(ctx, "optimizer", data, OptimizerConfig, _OPTIMIZER_CHECKS)
+    if optimizer.early_stopping and validation is None and split is None:
+        raise ctx.error("optimizer.early_stopping", "early stopping watches the validation loss, "
+                                                    "and the config has no 'validation' (files, "
+                                                    "or a fraction of 'structures')")
     return Config(
         path=path, force_field=force_field, params=params, training=training,
         validation=validation, split=split, output_dir=output_dir,
-        optimizer=_section(ctx, "optimizer", data, OptimizerConfig, _OPTIMIZER_CHECKS),
+        optimizer=optimizer,
         minimize=_section(ctx, "minimize", data, MinimizeConfig, _MINIMIZE_CHECKS),
         loss=_section(ctx, "loss", data, LossConfig, _LOSS_CHECKS),
         energy=_section(ctx, "energy", data, EnergyConfig, _ENERGY_CHECKS),

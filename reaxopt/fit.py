@@ -291,6 +291,10 @@ class State:
     # per ended trial: its last parameters, radius and geometries, its step count and why it
     # ended, so a resume with more optimizer.steps continues the trials that ran out of steps
     trial_ends: list = field(default_factory=list)
+    # optimizer.early_stopping: the trial's lowest selection loss (validation) so far, and the
+    # outer steps since it last went lower
+    trial_best_selection: float | None = None
+    stale_steps: int = 0
 
     def to_json(self) -> dict:
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
@@ -302,6 +306,15 @@ class State:
         if data.pop("trial_done", False):  # checkpoints written before end_reason
             data["end_reason"] = "ended"
         return cls(**data)
+
+
+def patience_update(trial_best: float | None, stale_steps: int, step_best: float
+                    ) -> tuple[float | None, int]:
+    """(the trial's lowest validation loss, outer steps since it went lower) after an outer step
+    whose lowest validation loss seen was ``step_best`` (inf: none seen)."""
+    if trial_best is None or step_best < trial_best - 1e-12 * max(1.0, abs(trial_best)):
+        return step_best, 0
+    return trial_best, stale_steps + 1
 
 
 def _extendable(end: dict | None, opt) -> bool:
@@ -558,6 +571,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         value = ev.validation_loss if ev.validation_loss is not None else ev.loss
         return value if math.isfinite(value) and ev.finite else math.inf
 
+    step_seen = {"best": math.inf}  # the lowest selection loss seen in the current outer step
+
     def consider(ev: Evaluation, trial: int, step: int, iteration: int) -> None:
         candidate = {"theta": ev.theta.tolist(), "loss": ev.loss, "data_loss": ev.data_loss,
                      "validation_loss": ev.validation_loss, "trial": trial + 1,
@@ -566,6 +581,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
         if ev.finite and math.isfinite(ev.loss) and (lowest is None or ev.loss < lowest["loss"]):
             state.lowest_training = candidate
         score = selection(ev)
+        step_seen["best"] = min(step_seen["best"], score)
         if state.best is not None:
             previous = state.best["selection"]
             tie = abs(score - previous) <= 1e-12 * max(1.0, abs(previous))
@@ -637,6 +653,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     state.theta, state.radius, state.geometries = \
                         end["theta"], end["radius"], end["geometries"]
                     state.step, state.end_reason = end["steps"], None
+                    state.trial_best_selection = end.get("trial_best_selection")
+                    state.stale_steps = end.get("stale_steps", 0)
                     log(f"trial {trial + 1}: continuing after its step {end['steps']} "
                         f"(radius {end['radius']:.3g}) up to step {opt.steps}")
                 if state.theta is None:
@@ -656,6 +674,9 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                             f"best loss {min(scored):.6g}")
                     state.theta = start.tolist()
                     state.step, state.end_reason = 0, None
+                    state.stale_steps = 0
+                    state.trial_best_selection = (selection(initial) if np.array_equal(
+                        start, theta_start) else None)
                 while state.step < opt.steps and state.end_reason is None:
                     if stop_after_steps is not None and steps_run >= stop_after_steps:
                         raise FitInterrupted(signal.SIGTERM, checkpoint_path)
@@ -679,6 +700,7 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         step_model = _gated_at(problem, theta)
                         in_step = partial(consider_where_exact, step_model)
                     raise_if_signalled()
+                    step_seen["best"] = math.inf
                     result, last = _outer_step(partial(step_evaluate, relaxed=step_model), theta,
                                                lower, span, opt, log, counter, in_step, trial, step,
                                                state, elapsed, radius,
@@ -730,13 +752,23 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                             f"{before - end.loss:.3g} (tolerance {opt.tolerance:g} relative), "
                             "converged: the trial ends")
                         state.end_reason = "converged"
+                    if opt.early_stopping:
+                        state.trial_best_selection, state.stale_steps = patience_update(
+                            state.trial_best_selection, state.stale_steps, step_seen["best"])
+                        if state.stale_steps >= opt.early_stopping and state.end_reason is None:
+                            log(f"trial {trial + 1}: no validation loss below "
+                                f"{state.trial_best_selection:.6g} for {state.stale_steps} outer "
+                                "steps (optimizer.early_stopping), the trial ends")
+                            state.end_reason = "early stopping"
                     steps_run += 1
                     checkpoint()
                     log.progress(_steps_done(state, opt),
                                  f"trial {trial + 1} step {step + 1} {_losses(end)}")
                 end = {"trial": trial + 1, "reason": state.end_reason or "steps",
                        "steps": state.step, "theta": state.theta, "radius": state.radius,
-                       "geometries": state.geometries}
+                       "geometries": state.geometries,
+                       "trial_best_selection": state.trial_best_selection,
+                       "stale_steps": state.stale_steps}
                 state.trial_ends += [None] * (trial + 1 - len(state.trial_ends))
                 state.trial_ends[trial] = end
                 state.trial += 1

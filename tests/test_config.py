@@ -92,6 +92,8 @@ optimizer:
   random_search: 20
   regularization: 0.01
   trust_radius: 0.3
+  early_stopping: 4
+validation: {fraction: 0.5}
 minimize: {steps: 10, rms_force: 0.2, method: fire, carry: true}
 loss: {energy_weight: 2.0, forces_weight: 0.5, energy_mode: absolute}
 energy: {lgvdw: true, enobonds: false}
@@ -103,7 +105,7 @@ clusters: 3
     assert a.weight_energy is None and a.weight_forces is None
     assert (b.energy_unit, b.weight_energy, b.weight_forces) == ("eV", 0.5, 2.0)
     assert config.optimizer == OptimizerConfig("SLSQP", 0, 3, "educated", 7, 50, 1e-8, 20, 0.01,
-                                               0.3)
+                                               0.3, 4)
     assert config.minimize == MinimizeConfig(10, 0.2, "fire", True)
     assert config.loss == LossConfig(2.0, 0.5, "absolute")
     assert config.energy == EnergyConfig(True, False)
@@ -146,6 +148,9 @@ def test_classic_validation_files(folder):
     (BASE + "optimizer:\n  tolerance: 0\n", "optimizer.tolerance", 6, "greater than 0"),
     (BASE + "optimizer:\n  trust_radius: 2\n", "optimizer.trust_radius", 6, "at most 1.0"),
     (BASE + "optimizer: 5\n", "optimizer", 5, "expected a mapping"),
+    (BASE + "optimizer:\n  early_stopping: -2\n", "optimizer.early_stopping", 6, "at least 0"),
+    (BASE + "optimizer:\n  early_stopping: 3\n", "optimizer.early_stopping", 6,
+     "no 'validation'"),
     (BASE + "minimize:\n  method: lbfgs\n", "minimize.method", 6, "fire"),
     (BASE + "loss:\n  energy_mode: total\n", "loss.energy_mode", 6, "relative, absolute"),
     (BASE + "loss:\n  forces_weight: -1\n", "loss.forces_weight", 6, "at least 0"),

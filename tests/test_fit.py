@@ -429,12 +429,11 @@ def _final(result):
     return np.array(result.state.best["theta"]), result.summary["loss"]["final"]
 
 
-def test_lowest_training_loss_force_field_is_written_when_validation_selects_another(
-        config, tmp_path, monkeypatch):
+@pytest.fixture
+def validation_worsens(monkeypatch):
     """Made-up losses over the real evaluation: training |u - 1|², validation |u - u₀ + 0.05|²
     (u: the parameters scaled to their bounds, u₀ the start): validation only gets worse as
-    the fit moves towards u = 1, so it selects the start while training is lowest at the
-    last step's end."""
+    the fit moves towards u = 1."""
     import reaxopt.fit as fit_module
 
     real = fit_module.make_evaluator
@@ -453,6 +452,11 @@ def test_lowest_training_loss_force_field_is_written_when_validation_selects_ano
         return stub
 
     monkeypatch.setattr(fit_module, "make_evaluator", made_up)
+
+
+def test_lowest_training_loss_force_field_is_written_when_validation_selects_another(
+        config, tmp_path, validation_worsens):
+    """Validation selects the start while training is lowest at the last step's end."""
     result = run_fit(_with(config, tmp_path, steps=2, max_iterations=10), stream=False)
     summary, lowest = result.summary, result.summary["lowest_training"]
     assert summary["best"]["step"] == 0 and lowest["step"] == 2
@@ -463,6 +467,31 @@ def test_lowest_training_loss_force_field_is_written_when_validation_selects_ano
     written = (tmp_path / "ffield_lowest_training").read_text()
     assert written != (tmp_path / "ffield").read_text()
     assert written.splitlines()[1:] != (config.force_field.read_text().splitlines()[1:])
+
+
+def test_early_stopping_ends_a_trial_whose_validation_loss_stops_falling(
+        config, tmp_path, validation_worsens):
+    # the start's validation loss is the trial's lowest: with a patience of 2 outer steps the
+    # trial ends after its second step, of the 4 it was given
+    result = run_fit(_with(config, tmp_path, steps=4, max_iterations=10, early_stopping=2),
+                     stream=False)
+    log = (tmp_path / "run.log").read_text()
+    assert "trial 1 step 2/4 done" in log and "trial 1 step 3 " not in log
+    assert "trial 1: no validation loss below " in log and "for 2 outer steps" in log
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["trial_ends"][0]["reason"] == "early stopping"
+    assert saved["trial_ends"][0]["stale_steps"] == 2
+    assert result.summary["best"]["step"] == 0  # the start, still selected on validation
+
+
+def test_patience_counts_outer_steps_since_the_lowest_validation_loss():
+    from reaxopt.fit import patience_update
+
+    assert patience_update(None, 0, 5.0) == (5.0, 0)  # the first one seen
+    assert patience_update(5.0, 0, 4.0) == (4.0, 0)  # lower: the count starts again
+    assert patience_update(4.0, 0, 4.5) == (4.0, 1)
+    assert patience_update(4.0, 1, 4.0) == (4.0, 2)  # equal is not lower
+    assert patience_update(4.0, 2, math.inf) == (4.0, 3)  # nothing seen (a rejected step)
 
 
 def test_trial_ends_when_a_step_no_longer_lowers_the_loss(config, tmp_path):
