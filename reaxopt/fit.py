@@ -553,6 +553,10 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                                   f"{what}, as relaxed before")
         return model_at(theta, what)
 
+    log("evaluating the starting force field"
+        + (f" (relaxing {len(relaxer.minimized)} structures first)" if minimized else "")
+        + "; a first run on a data set compiles (minutes for a large one), later runs reuse "
+        "the compiled functions")
     t0 = time.perf_counter()
     start_model = from_inputs(theta_start, "starting force field")
     if minimized:
