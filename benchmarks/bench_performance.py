@@ -65,6 +65,15 @@ TARGETS = {
 # ------------------------------------------------------------------------------ workers
 
 
+def backend() -> dict:
+    """Which JAX backend and device this worker ran on (cpu, or the GPU's kind)."""
+    import jax
+
+    device = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+            "jax": jax.__version__}
+
+
 def loss_grad_worker(name: str, repeats: int) -> dict:
     """The fit's loss + gradient of ``name`` in this process."""
     import numpy as np
@@ -85,7 +94,8 @@ def loss_grad_worker(name: str, repeats: int) -> dict:
     return {"clusters": len(model.batches), "structures": model.n_structures,
             "build_s": build_s, "first_evaluation_s": first_s, "compile_s": first_s - steady,
             "backend_compile_s": compiled_s, "backend_compilations": compilations,
-            "steady_s": steady, "steady_all_s": times, "peak_rss_mib": max_rss_mib()}
+            "steady_s": steady, "steady_all_s": times, "peak_rss_mib": max_rss_mib(),
+            **backend()}
 
 
 def minimize_worker(name: str, packed: bool = False) -> dict:
@@ -119,7 +129,8 @@ def minimize_worker(name: str, packed: bool = False) -> dict:
     return {"structures": len(rows), "cell_structures": len(cells),
             "first_call_s": timings[0], "second_call_s": timings[1], "most_steps": most,
             "mean_steps": float(np.mean(steps[rows])),
-            "seconds_per_step": timings[1] / max(most, 1), "peak_rss_mib": max_rss_mib()}
+            "seconds_per_step": timings[1] / max(most, 1), "peak_rss_mib": max_rss_mib(),
+            **backend()}
 
 
 def energy_forces_worker(name: str, repeats: int) -> dict:

@@ -292,9 +292,6 @@ def _compilation_cache() -> None:
         where = os.path.join(base, "reaxopt", "jax")
     jax.config.update("jax_compilation_cache_dir", where)
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 
 @main.command()
 @click.option("--ffield", "ffield", required=True, type=click.Path(path_type=Path),
@@ -365,3 +362,7 @@ def compare(ffield_a: Path, ffield_b: Path, config: Path) -> None:
     loaded = load_config(config)
     summaries = [evaluate_force_field(loaded, path) for path in (ffield_a, ffield_b)]
     click.echo(compare_text([ffield_a, ffield_b], summaries), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

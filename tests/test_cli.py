@@ -107,6 +107,17 @@ def test_installed_entry_point_version_and_error_exit_code(tmp_path):
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_python_dash_m_reaxopt_is_the_same_command_line(tmp_path):
+    """``python -m reaxopt`` where no script is on the PATH, every command included."""
+    done = subprocess.run([sys.executable, "-m", "reaxopt", "--version"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"reaxopt {reaxopt.__version__}"
+    done = subprocess.run([sys.executable, "-m", "reaxopt", "evaluate", "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and "--ffield" in done.stdout
+
+
 def test_help_documents_every_option_and_points_to_the_key_reference():
     check_help = run("check", "--help").output
     assert "configs/README.md" in check_help
