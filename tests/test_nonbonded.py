@@ -1,5 +1,7 @@
 """vdW and Coulomb energies against LAMMPS; nonbonded forces against finite differences."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -82,3 +84,28 @@ def test_parameter_gradients_are_total_derivatives_through_the_charges(cases):
                   - np.asarray(f(params.atoms.at[t, column].add(-h)))) / (2 * h)
             np.testing.assert_allclose(jacobian[:, t, column], fd, rtol=1e-5, atol=1e-6)
     assert np.any(np.abs(jacobian[1, :, 13]) > 1e-3)  # the force does depend on chi
+
+
+def test_contracted_type_pair_lookup_has_the_gather_values_and_derivatives():
+    """The lookup GPUs use (its table derivative a contraction over pairs, not a scatter) gives
+    the plain gather's values, gradient and second derivatives; by hand, d/dtable[0, 2] of
+    sum_p w_p table[ti_p, tj_p] is the sum of w over the pairs of types (0, 2): 1 + 7 = 8."""
+    from reaxopt.energy.lookup import contracted_type_pair_values
+
+    table = jnp.array([[1.0, 2.0, 3.0], [2.0, 5.0, 7.0], [3.0, 7.0, 11.0]])
+    ti, tj = jnp.array([0, 1, 2, 2, 1, 0, 0]), jnp.array([2, 2, 2, 1, 1, 0, 2])
+    w = jnp.arange(7.0) + 1.0
+    assert float(jax.grad(lambda t: jnp.sum(w * contracted_type_pair_values(t, ti, tj)))(
+        table)[0, 2]) == 8.0
+
+    def contracted(t):
+        return jnp.sum(w * jnp.sin(contracted_type_pair_values(t, ti, tj)) ** 2)
+
+    def gathered(t):
+        return jnp.sum(w * jnp.sin(t[ti, tj]) ** 2)
+
+    assert float(contracted(table)) == float(gathered(table))
+    np.testing.assert_allclose(jax.grad(contracted)(table), jax.grad(gathered)(table),
+                               rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(jax.hessian(contracted)(table), jax.hessian(gathered)(table),
+                               rtol=1e-14, atol=1e-14)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from reaxopt.cluster.neighbours import PairList, pair_vectors
 from reaxopt.energy import bonded
 from reaxopt.energy import charges as qeq
+from reaxopt.energy.lookup import type_pair_values
 from reaxopt.energy.nonbonded import coulomb_energy, vdw_energy
 from reaxopt.energy.segments import Segments
 from reaxopt.energy.taper import taper_coefficients
@@ -77,12 +78,13 @@ def equilibrate_charges(positions, system: System, ff: ForceField,
     r, ti, tj = _pair_geometry(positions, system)
     coefficients = taper_coefficients(ff.swa, ff.swb)
     eta = ff.eta[system.types]
+    gamma = type_pair_values(ff.gamma, ti, tj)
     if segments is not None:
         return qeq.block_charges(r, system.pairs.i, system.pairs.j, system.pairs.mask,
-                                 ff.gamma[ti, tj], eta, ff.chi[system.types], system.atom_mask,
+                                 gamma, eta, ff.chi[system.types], system.atom_mask,
                                  coefficients, segments)
-    h = qeq.qeq_matrix(r, system.pairs.i, system.pairs.j, system.pairs.mask, ff.gamma[ti, tj],
-                       eta, system.atom_mask, coefficients)
+    h = qeq.qeq_matrix(r, system.pairs.i, system.pairs.j, system.pairs.mask, gamma, eta,
+                       system.atom_mask, coefficients)
     return qeq.solve_charges(h, ff.chi[system.types], system.atom_mask, system.total_charge)
 
 
@@ -93,10 +95,10 @@ def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology
     r, ti, tj = _pair_geometry(positions, system)
     pairs = system.pairs
     coefficients = taper_coefficients(ff.swa, ff.swb)
-    pair_params = dict(D=ff.vdw_D[ti, tj], r_vdw=ff.vdw_r[ti, tj], alpha=ff.vdw_alpha[ti, tj],
-                       gamma_w=ff.vdw_gamma_w[ti, tj], rcore=ff.vdw_rcore[ti, tj],
-                       ecore=ff.vdw_ecore[ti, tj], acore=ff.vdw_acore[ti, tj],
-                       lg_c=ff.lg_c[ti, tj], lg_re=ff.lg_re[ti, tj])
+    tables = dict(D=ff.vdw_D, r_vdw=ff.vdw_r, alpha=ff.vdw_alpha, gamma_w=ff.vdw_gamma_w,
+                  rcore=ff.vdw_rcore, ecore=ff.vdw_ecore, acore=ff.vdw_acore, lg_c=ff.lg_c,
+                  lg_re=ff.lg_re)
+    pair_params = {name: type_pair_values(table, ti, tj) for name, table in tables.items()}
     e_vdw = vdw_energy(r, pairs.mask, pair_params, coefficients, ff.p_vdw1,
                        vdw_type=topology.vdw_type, lgvdw=topology.lgvdw, owners=pairs.i,
                        segments=segments)
@@ -104,7 +106,8 @@ def nonbonded_terms(positions, charges, system: System, ff: ForceField, topology
         e_coulomb = jnp.zeros(segments.count, r.dtype)
     else:
         e_coulomb = coulomb_energy(r, pairs.mask, charges[pairs.i], charges[pairs.j],
-                                   ff.gamma[ti, tj], coefficients, pairs.i, segments)
+                                   type_pair_values(ff.gamma, ti, tj), coefficients, pairs.i,
+                                   segments)
     e_qeq = qeq.charge_equilibration_energy(charges, ff.chi[system.types], ff.eta[system.types],
                                             system.atom_mask, segments)
     return {"van_der_waals": e_vdw, "coulomb": e_coulomb, "charge_equilibration": e_qeq}
