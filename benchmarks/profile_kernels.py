@@ -32,6 +32,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={D
                            " --xla_dump_hlo_as_text").strip()
 
 from bench_batches import fit_case, steady_seconds  # noqa: E402  (beside this script)
+from bench_performance import backend  # noqa: E402
 
 
 def kernel_ranking(xplane: Path) -> list[dict]:
@@ -81,9 +82,9 @@ def main(argv=None) -> int:
 
     import reaxopt  # noqa: F401  (float64)
 
-    device = jax.devices()[0]
-    print(f"{args.name} on {jax.default_backend()} ({getattr(device, 'device_kind', device)}), "
-          f"jax {jax.__version__}", flush=True)
+    where = backend()
+    print(f"{args.name} on {where['backend']} ({where['device']}), jax {where['jax']}",
+          flush=True)
     start = time.perf_counter()
     _, run, theta0, tmap = fit_case(args.name, "auto", packed=True)
     print(f"built in {time.perf_counter() - start:.1f} s", flush=True)
