@@ -524,15 +524,18 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
     minimum Newton converges quadratically where FIRE's fixed step limit leaves stiff molecules
     (soft torsions beside stiff bonds) at a finite force: a refined geometry follows the
     parameters smoothly, as the fit's trust-region steps assume. The force constants cost far
-    more than the forces, so a step reuses the last ones (a chord step, with the forces where
-    the structure now is) while every structure the previous step moved had its full step and
-    its RMS force cut to CHORD_RATE or less, for at most CHORD_STEPS steps per evaluation; a
-    structure that cannot go downhill on reused force constants tries again on fresh ones
-    before it stops. Atoms only: cells are left as they are (rows with a relaxing cell should
-    not be passed). restraints: per model row, its BGF restraints (None: none), added to the
-    energy and forces as ``relax`` adds them. on_step(largest, fresh): called after each step
-    with the largest RMS force of the structures it moved or tried and whether it evaluated
-    force constants."""
+    more than the forces (a second derivative per atom coordinate), so each structure keeps
+    its own: a step reuses them (a chord step, with the forces where the structure now is)
+    while that structure's previous step was taken in full and cut its RMS force to CHORD_RATE
+    or less, for at most CHORD_STEPS steps per evaluation; a structure that cannot go downhill
+    on reused force constants tries again on fresh ones before it stops. Force constants are
+    evaluated one structure at a time (one compiled shape per batch), only for the structures
+    still stepping whose own are stale: the cost follows the unconverged few, not all ``rows``.
+    Atoms only: cells are left as they are (rows with a relaxing cell should not be passed).
+    restraints: per model row, its BGF restraints (None: none), added to the energy and forces
+    as ``relax`` adds them. on_step(largest, evaluated): called after each step with the
+    largest RMS force of the structures it moved or tried and the number of structures whose
+    force constants it evaluated."""
     from reaxopt.response import relaxed_response
 
     rows = [int(r) for r in rows]
@@ -552,22 +555,20 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
     at = {k: placed[k] for k in rows}
     stopped: set[int] = set()
     inverses: dict[int, np.ndarray] = {}
-    reused = 0
+    uses: dict[int, int] = {}  # steps taken on each structure's force constants
     for _ in range(iterations):
         active = [k for k in rows if rms[k] >= rms_force and k not in stopped]
         if not active:
             break
-        fresh = not inverses or reused >= CHORD_STEPS
-        if fresh:
-            # the force constants of all ``rows`` each time: the same batch shapes compile once
-            response = relaxed_response(model, params, rows, NEWTON_FLOOR, restraints)
-            local = {int(r): j for j, r in enumerate(np.asarray(response.rows))}
-            inverses = {k: np.asarray(response.inverse_force_constants[
-                local[k], :3 * model.n_atoms[k], :3 * model.n_atoms[k]]) for k in rows}
-            reused = 0
-        reused += 1
+        fresh = [k for k in active if uses.get(k, CHORD_STEPS) >= CHORD_STEPS]
+        for k in fresh:
+            response = relaxed_response(model, params, [k], NEWTON_FLOOR, restraints)
+            n = model.n_atoms[k]
+            inverses[k] = np.asarray(response.inverse_force_constants[0, :3 * n, :3 * n])
+            uses[k] = 0
         steps = {}
         for k in active:
+            uses[k] += 1
             n = model.n_atoms[k]
             step = (inverses[k] @ forces[k, :n].ravel()).reshape(n, 3)
             largest = np.max(np.linalg.norm(step, axis=1), initial=0.0)
@@ -590,16 +591,17 @@ def newton_refine(model, params: Params, rows, rms_force: float, iterations: int
                 energy[k], rms[k] = trial_energy[k], trial_rms[k]
                 forces[k] = trial_forces[k]
                 if scale < 1.0 or rms[k] > CHORD_RATE * before[k]:
-                    reused = CHORD_STEPS  # the force constants have gone stale
+                    uses[k] = CHORD_STEPS  # its force constants have gone stale
             pending = [k for k in pending if k not in better]
             if not pending:
                 break
             scale *= 0.5
-        if pending and not fresh:
-            reused = CHORD_STEPS  # no way down on reused force constants: try fresh ones
-        elif pending:
-            stopped.update(pending)
+        for k in pending:
+            if k in fresh:
+                stopped.add(k)  # no way down even on fresh force constants
+            else:
+                uses[k] = CHORD_STEPS  # no way down on reused ones: try fresh ones
         if on_step is not None:
-            on_step(float(np.max(rms[active])), fresh)
+            on_step(float(np.max(rms[active])), len(fresh))
     rms_out[rows] = rms[rows]
     return model, rms_out

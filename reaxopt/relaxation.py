@@ -92,6 +92,15 @@ def unconverged_note(rms, names, rms_force: float, shown: int = 5) -> str:
             f"{listed}{more}")
 
 
+def relaxation_key(structure, limit: int) -> tuple:
+    """What decides a structure's relaxation: equal keys relax to the same geometry."""
+    cell = None if structure.cell is None else np.asarray(structure.cell, float).tobytes()
+    return (tuple(structure.symbols), np.asarray(structure.positions, float).tobytes(), cell,
+            float(structure.total_charge), structure.run_type, int(limit),
+            tuple((r.kind, r.atoms, r.target, r.force1, r.force2, r.rate)
+                  for r in structure.restraints))
+
+
 def measured_rows(problem) -> set[int]:
     """Model rows whose atom positions a geometry target measures (training or validation)."""
     rows: set[int] = set()
@@ -146,25 +155,43 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
     if not minimized:
         unchanged = Relaxed(problem.model)
         return Relaxer([], lambda *args, **kwargs: unchanged, lambda *args, **kwargs: unchanged)
+    # identical structures (a molecule in both the training and the validation set) relax
+    # once: the relaxation model holds one copy (its local rows), shared by every model row
+    distinct_index: dict[tuple, int] = {}
+    copy_of = [distinct_index.setdefault(relaxation_key(structures[k], limits[k]),
+                                         len(distinct_index)) for k in minimized]
+    distinct = [minimized[copy_of.index(u)] for u in range(len(distinct_index))]
     # BGF restraints add to the energy of the relaxations (reaxopt.restraints); per local row
-    restraints = [structures[k].restraints for k in minimized]
-    local = {k: j for j, k in enumerate(minimized)}
+    restraints = [structures[k].restraints for k in distinct]
     # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
     # follows its atoms at the relaxed cell, not the cell's own change with the parameters
-    cell_rows = [local[k] for k in minimized if structures[k].run_type == "cell_opt"]
+    cell_rows = [u for u, k in enumerate(distinct) if structures[k].run_type == "cell_opt"]
     cells_relaxing = set(cell_rows)
     measured = measured_rows(problem)
     # restrained structures respond for their energies too (reaxopt.response)
     responding = [k for k in minimized if k in measured or structures[k].restraints]
+    # per local row, the model rows whose response it gives
+    responding_rows = [[k for j, k in enumerate(minimized) if copy_of[j] == u and k in responding]
+                       for u in range(len(distinct))]
+    shared = (f"; {len(minimized) - len(distinct)} identical copies share these"
+              if len(distinct) < len(minimized) else "")
+
+    def copies(at: tuple) -> tuple:
+        """Geometries of the local rows as those of every minimized model row."""
+        return tuple(at[u] for u in copy_of)
+
+    def originals(at: tuple) -> list:
+        """Geometries of every minimized model row as those of the local rows."""
+        return [at[copy_of.index(u)] for u in range(len(distinct))]
     # automatic K weighs compilation against minimize.steps energy evaluations in each of
     # about optimizer.steps + 2 relaxations
     auto = AutoK(evaluations=config.minimize.steps * (config.optimizer.steps + 2),
                  max_ratio=math.inf)
-    relax_model = build_model([structures[k] for k in minimized], problem.base_params,
+    relax_model = build_model([structures[k] for k in distinct], problem.base_params,
                               problem.model.topology,
                               ModelOptions(clusters=config.clusters, auto=auto),
                               cutoff_params=loosest_params(tmap, problem.base_params))
-    every = range(len(minimized))
+    every = range(len(distinct))
     cache: dict[bytes, Relaxed] = {}
 
     def remember(key: bytes, relaxed: Relaxed) -> Relaxed:
@@ -179,13 +206,14 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         return cache.get(key)
 
     def assembled(relaxed_model, params, at: tuple | None = None) -> Relaxed:
-        at = geometries(relaxed_model) if at is None else at
+        at = copies(geometries(relaxed_model)) if at is None else at
         response = None
         if responding:
             response = renumbered(relaxed_response(relaxed_model, params,
-                                                   [local[k] for k in responding],
+                                                   [u for u, rows in enumerate(responding_rows)
+                                                    if rows],
                                                    config.minimize.min_stiffness, restraints),
-                                  minimized, problem.model.n_max)
+                                  responding_rows, problem.model.n_max)
         # the loss around theta keeps the bond-order gates of theta: smooth in the parameters,
         # so a fitting step is not stopped at a threshold's jump
         model = gated_model(place_geometries(problem.model, minimized, at), params)
@@ -199,9 +227,9 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         t = time.perf_counter()
         release_compiled_code_if_crowded()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
-        result = assembled(place_geometries(relax_model, every, at), params, at)
+        result = assembled(place_geometries(relax_model, every, originals(at)), params, at)
         release_compiled_code_if_crowded()
-        log(f"placed {len(minimized)} carried geometries ({what}) in "
+        log(f"placed {len(minimized)} carried geometries ({what}{shared}) in "
             f"{time.perf_counter() - t:.1f} s")
         return remember(key, result)
 
@@ -213,9 +241,10 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         t = time.perf_counter()
         release_compiled_code_if_crowded()
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
-        begin = relax_model if start is None else place_geometries(relax_model, every, start)
+        begin = (relax_model if start is None
+                 else place_geometries(relax_model, every, originals(start)))
         relaxed_model, steps, rms = relax(begin, params, every,
-                                          [limits[k] for k in minimized],
+                                          [limits[k] for k in distinct],
                                           config.minimize.rms_force, cell_rows, restraints)
         newton = ""
         if config.minimize.newton_steps:
@@ -223,24 +252,25 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
                       and rms[j] >= config.minimize.rms_force]
             if refine:
                 before = float(np.max(rms))
-                taken: list[bool] = []  # per Newton step: whether it evaluated force constants
+                taken: list[int] = []  # per Newton step: force constants evaluated
                 relaxed_model, refined = newton_refine(relaxed_model, params, refine,
                                                        config.minimize.rms_force,
                                                        config.minimize.newton_steps,
                                                        restraints,
-                                                       lambda _, fresh: taken.append(fresh))
+                                                       lambda _, evaluated: taken.append(evaluated))
                 rms[refine] = refined[refine]
                 newton = (f"; {len(taken)} Newton steps ({sum(taken)} force-constant "
                           f"evaluations) for {len(refine)} (largest RMS force {before:.3g} "
                           "before)")
         result = assembled(relaxed_model, params)
         release_compiled_code_if_crowded()
-        log(f"relaxed {len(minimized)} structures ({what}"
-            f"{'' if start is None else ', from the carried geometries'}) in "
+        log(f"relaxed {len(distinct)} structures ({what}"
+            f"{'' if start is None else ', from the carried geometries'}{shared}) in "
             f"{time.perf_counter() - t:.1f} s: up to {int(steps.max())} steps"
             + newton
             + (f"; geometry response of {len(responding)}" if responding else "")
-            + "; " + unconverged_note(rms, [problem.names[k] for k in minimized],
+            + "; " + unconverged_note(np.asarray(rms)[copy_of],
+                                      [problem.names[k] for k in minimized],
                                       config.minimize.rms_force))
         remember(b"at" + np.asarray(theta, float).tobytes() + geometry_key(result.geometries),
                  result)

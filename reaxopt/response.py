@@ -145,18 +145,21 @@ def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 
                     jnp.asarray(restraint_forces))
 
 
-def renumbered(response: Response, rows, n_max: int) -> Response:
-    """``response`` of a model of the structures ``rows`` (in that order) as the response of
-    the model they belong to: its rows mapped to ``rows``, K⁺ zero-padded to ``n_max`` atoms."""
+def renumbered(response: Response, rows_of, n_max: int) -> Response:
+    """``response`` of a model of some structures as the response of the model they belong to:
+    each of its local rows ``j`` becomes the model rows ``rows_of[j]`` (several where one
+    relaxation stands for identical structures), K⁺ zero-padded to ``n_max`` atoms."""
     local = np.asarray(response.rows)
-    matrices = np.asarray(response.inverse_force_constants)
+    picked = np.array([i for i, j in enumerate(local) for _ in rows_of[j]], np.int64)
+    targets = np.array([row for j in local for row in rows_of[j]], np.int64)
+    matrices = np.asarray(response.inverse_force_constants)[picked]
     extra = 3 * n_max - matrices.shape[1]
 
     def padded(forces):
-        return jnp.asarray(np.pad(np.asarray(forces), ((0, 0), (0, extra // 3), (0, 0))))
+        return jnp.asarray(np.pad(np.asarray(forces)[picked], ((0, 0), (0, extra // 3), (0, 0))))
 
-    return Response(jnp.asarray(np.asarray(rows, np.int64)[local]),
-                    jnp.asarray(np.pad(matrices, ((0, 0), (0, extra), (0, extra)))),
+    return Response(jnp.asarray(targets), jnp.asarray(np.pad(matrices, ((0, 0), (0, extra),
+                                                                       (0, extra)))),
                     padded(response.start_forces), padded(response.restraint_forces))
 
 

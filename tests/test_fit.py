@@ -20,7 +20,7 @@ import pytest
 import scipy.optimize
 
 import reaxopt  # noqa: F401  (float64)
-from reaxopt.config import load_config
+from reaxopt.config import DataFiles, load_config
 from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, RunLog, _outer_step,
                          build_problem, make_evaluator, optimizer_message, run_fit,
                          trust_update)
@@ -325,6 +325,54 @@ def test_newton_steps_finish_relaxations_stopped_at_their_step_limit(config):
     assert rms[0] > config.minimize.rms_force > rms[8]
 
 
+def test_identical_structures_relax_once_and_share_geometry_and_response(config, tmp_path):
+    """A molecule in both the training and the validation set relaxes once: both model rows get
+    that one relaxation's geometry and response, the same as the molecule relaxed alone."""
+    from ase.io import read, write
+
+    from reaxopt.relaxation import make_relaxer
+    from reaxopt.structure import Restraint
+
+    folder = config.path.parent
+    minimized = read(folder / "small.extxyz", ":")[-1]
+    assert minimized.info["run_type"] == "minimize"
+    write(tmp_path / "copy.extxyz", [minimized], format="extxyz")
+    alone = dataclasses.replace(config, split=None)
+    both = dataclasses.replace(alone, validation=DataFiles(structures=(dataclasses.replace(
+        config.training.structures[0], path=tmp_path / "copy.extxyz"),)))
+    relaxed, logs = {}, {}
+    for label, run in (("both", both), ("alone", alone)):
+        problem = build_problem(load_inputs(run))
+        # the same restraint on every copy: restrained structures respond to the parameters
+        problem = dataclasses.replace(problem, model_structures=[
+            dataclasses.replace(s, restraints=[Restraint("bond", (0, 1), 1.3, 500.0, 1.0)]
+                                if s.run_type == "minimize" else [])
+            for s in problem.model_structures])
+        rows = [k for k, s in enumerate(problem.model_structures) if s.run_type == "minimize"]
+        theta0 = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
+        logs[label] = []
+        relaxed[label] = (rows, make_relaxer(problem, run, logs[label].append).relaxed(
+            theta0, "a"))
+    rows, both_relaxed = relaxed["both"]
+    assert len(rows) == 2 and logs["both"][0].startswith(
+        "relaxed 1 structures (a; 1 identical copies share these)")
+    assert logs["alone"][0].startswith("relaxed 1 structures (a) in ")
+    (row_alone,), alone_relaxed = relaxed["alone"]
+    expected = alone_relaxed.geometries[0][0]
+    assert len(both_relaxed.geometries) == 2
+    for positions, _ in both_relaxed.geometries:
+        np.testing.assert_allclose(positions, expected, atol=1e-10)
+    response, single = both_relaxed.response, alone_relaxed.response
+    assert sorted(np.asarray(response.rows).tolist()) == rows
+    n = 3 * len(expected)
+    for j in range(2):
+        np.testing.assert_allclose(np.asarray(response.inverse_force_constants[j, :n, :n]),
+                                   np.asarray(single.inverse_force_constants[0, :n, :n]),
+                                   atol=1e-10)
+        np.testing.assert_allclose(np.asarray(response.start_forces[j, :n // 3]),
+                                   np.asarray(single.start_forces[0, :n // 3]), atol=1e-10)
+
+
 def test_fit_log_reports_the_relaxation(uninterrupted):
     log = (uninterrupted.output_dir / "run.log").read_text()
     assert "relaxed 1 structures (starting force field)" in log
@@ -394,9 +442,10 @@ def test_unconverged_relaxations_are_named_worst_first():
 
 
 def test_optimizer_message_spells_out_a_failed_line_search():
-    # a gradient of the wrong sign: no point along L-BFGS-B's direction lowers x·x
+    # a gradient of the wrong sign: no point along L-BFGS-B's direction lowers sum(x⁴) (for
+    # x·x, scipy 1.17 reports a converged start instead)
     def wrong_gradient(x):
-        return x @ x, -2.0 * x
+        return float(np.sum(x ** 4)), -4.0 * x ** 3
 
     failed = scipy.optimize.minimize(wrong_gradient, np.array([1.0, 2.0]), jac=True,
                                      method="L-BFGS-B")
