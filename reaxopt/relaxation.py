@@ -6,6 +6,8 @@ the single points (fewer, smaller shapes to compile than the loss's batches), fr
 geometries or from geometries carried from an earlier relaxation, and are then placed into the
 loss's batches (``minimize.place_geometries``). For those that geometry targets measure, the
 response (``reaxopt.response``) says how their positions move with the parameters.
+Identical structures (the same molecule, settings and restraints in the training and the
+validation set) relax once and share that relaxation's geometry and response.
 ``make_relaxer`` returns the ways to get such a model and remembers the last few (a rejected
 step's next step starts from the same relaxation).
 """
