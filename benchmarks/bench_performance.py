@@ -15,6 +15,11 @@ RSS and its compiled code are its own):
   the input geometry; seconds per FIRE step = second call / the most steps any structure took.
   Twice: batch by batch (``minimize``) and packed (``minimize_packed``, the fit's path, the
   table's row).
+* relaxation: one relaxation of disulfide87.yaml's minimised structures as its fit makes
+  them (``reaxopt.relaxation.make_relaxer``: FIRE to RMS force 0.05 in up to 300 steps, then
+  up to 40 Newton steps, then the geometry response), under ffield_lit: first call (compile)
+  and a second one (parameters moved by 1e-9, steady state), with the relaxer's log line
+  (distinct structures, Newton steps, force-constant evaluations).
 * energy_forces: energy + forces of all 147 cobalt structures, packed (``Model.predict``,
   steady state), against LAMMPS one structure at a time in this machine (tests/lammps_oracle).
 * readme_fit: JAX-ReaxFF's README fit of cobalt, 20 outer steps of L-BFGS-B with up to 200
@@ -24,7 +29,8 @@ RSS and its compiled code are its own):
 
 Writes benchmarks/results/performance.json and prints the table.
 
-    python benchmarks/bench_performance.py [--rows loss_grad minimize energy_forces readme_fit]
+    python benchmarks/bench_performance.py [--rows loss_grad minimize relaxation energy_forces
+        readme_fit]
         [--repeats 3] [--fit-steps 20] [--out benchmarks/results/performance.json]
 """
 
@@ -133,6 +139,34 @@ def minimize_worker(name: str, packed: bool = False) -> dict:
             **backend()}
 
 
+def relaxation_worker(name: str) -> dict:
+    """One relaxation of configs/``name``.yaml's minimised structures as its fit makes them,
+    twice (the second under parameters moved by 1e-9: the relaxer does not recall it)."""
+    import numpy as np
+
+    import reaxopt  # noqa: F401  (x64)
+    from reaxopt.cli import _compilation_cache
+    from reaxopt.config import load_config
+    from reaxopt.fit import build_problem
+    from reaxopt.inputs import load_inputs
+    from reaxopt.relaxation import make_relaxer
+
+    _compilation_cache()
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    problem = build_problem(load_inputs(config))
+    lines: list[str] = []
+    relaxer = make_relaxer(problem, config, lines.append)
+    theta = np.clip(problem.theta_start, problem.theta_map.lower, problem.theta_map.upper)
+    timings = []
+    for shift in (0.0, 1e-9):
+        start = time.perf_counter()
+        relaxer.relaxed(theta + shift, f"call {len(timings) + 1}")
+        timings.append(time.perf_counter() - start)
+    return {"structures": len(relaxer.minimized), "first_call_s": timings[0],
+            "second_call_s": timings[1], "log": lines, "peak_rss_mib": max_rss_mib(),
+            **backend()}
+
+
 def energy_forces_worker(name: str, repeats: int) -> dict:
     """Batched energy + forces of every structure of ``name``'s geo vs LAMMPS one by one."""
     import jax
@@ -173,7 +207,7 @@ def energy_forces_worker(name: str, repeats: int) -> dict:
 
 WORKERS = {"loss_grad": loss_grad_worker, "minimize": minimize_worker,
            "minimize_packed": lambda name: minimize_worker(name, packed=True),
-           "energy_forces": energy_forces_worker}
+           "relaxation": relaxation_worker, "energy_forces": energy_forces_worker}
 
 
 def spawn(kind: str, name: str, repeats: int, cache_dir: str) -> dict:
@@ -241,7 +275,8 @@ def _dig(tree, keys):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+",
-                        default=["loss_grad", "minimize", "energy_forces", "readme_fit"])
+                        default=["loss_grad", "minimize", "relaxation", "energy_forces",
+                                 "readme_fit"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fit-steps", type=int, default=20)
     parser.add_argument("--work", type=Path,
@@ -252,7 +287,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         kind, name = args.worker
-        result = (WORKERS[kind](name) if kind.startswith("minimize")
+        result = (WORKERS[kind](name) if kind.startswith(("minimize", "relaxation"))
                   else WORKERS[kind](name, args.repeats))
         print(json.dumps(result))
         return 0
@@ -286,6 +321,10 @@ def main(argv=None) -> int:
         record("cobalt", "minimize", spawn("minimize", "cobalt", args.repeats, cache))
         cache = tempfile.mkdtemp(prefix="cache_", dir=args.work)
         record("cobalt", "minimize_packed", spawn("minimize_packed", "cobalt", args.repeats,
+                                                  cache))
+    if "relaxation" in args.rows:
+        cache = tempfile.mkdtemp(prefix="cache_", dir=args.work)
+        record("disulfide87", "relaxation", spawn("relaxation", "disulfide87", args.repeats,
                                                   cache))
     if "energy_forces" in args.rows:
         cache = tempfile.mkdtemp(prefix="cache_", dir=args.work)
