@@ -317,6 +317,34 @@ def patience_update(trial_best: float | None, stale_steps: int, step_best: float
     return trial_best, stale_steps + 1
 
 
+def _end_trial_if_done(state: State, opt, log, accepted: bool, start_loss: float | None,
+                       end_loss: float, step_best: float) -> None:
+    """After outer step ``state.step`` of trial ``state.trial``: set ``state.end_reason`` (and
+    log why) when its trust radius fell below MIN_TRUST_RADIUS, when an accepted step lowered
+    the loss from ``start_loss`` to ``end_loss`` by no more than optimizer.tolerance
+    (relative), or when optimizer.early_stopping steps in a row have seen no validation loss
+    below the trial's lowest (``step_best``: the step's lowest seen)."""
+    where = f"trial {state.trial + 1}"
+    if state.radius < MIN_TRUST_RADIUS:
+        log(f"{where}: trust radius {state.radius:.3g} below {MIN_TRUST_RADIUS:g}, the trial "
+            "ends")
+        state.end_reason = "trust radius"
+    # a step that no longer lowers the loss has converged (with relaxed structures the step
+    # start's in-step loss is its true loss: same geometry)
+    if accepted and start_loss is not None and state.end_reason is None and \
+            start_loss - end_loss <= opt.tolerance * max(1.0, abs(end_loss)):
+        log(f"{where}: step {state.step} lowered the loss by {start_loss - end_loss:.3g} "
+            f"(tolerance {opt.tolerance:g} relative), converged: the trial ends")
+        state.end_reason = "converged"
+    if opt.early_stopping:
+        state.trial_best_selection, state.stale_steps = patience_update(
+            state.trial_best_selection, state.stale_steps, step_best)
+        if state.stale_steps >= opt.early_stopping and state.end_reason is None:
+            log(f"{where}: no validation loss below {state.trial_best_selection:.6g} for "
+                f"{state.stale_steps} outer steps (optimizer.early_stopping), the trial ends")
+            state.end_reason = "early stopping"
+
+
 def _extendable(end: dict | None, opt) -> bool:
     """Whether an ended trial stopped only because it ran out of steps, and more are asked
     (None: a trial ended by a run whose checkpoint kept no trial ends)."""
@@ -445,6 +473,22 @@ def _starting_point(init: str, theta0: np.ndarray, lower, upper, rng) -> np.ndar
         return np.clip(theta0 + rng.normal(0.0, EDUCATED_SPREAD, theta0.shape) * (upper - lower),
                        lower, upper)
     return np.clip(theta0, lower, upper)
+
+
+def _random_search(start: np.ndarray, samples: int, lower, upper, rng, evaluate, model_at,
+                   counter: dict, log, trial: int) -> np.ndarray:
+    """The lowest-loss of ``start`` and ``samples`` parameter vectors uniform within the
+    bounds; all are scored on the geometry relaxed for ``start`` (one relaxation)."""
+    search_model = model_at(start, f"trial {trial + 1} start")
+    candidates = [start] + [rng.uniform(lower, upper) for _ in range(samples)]
+    scored = []
+    for candidate in candidates:
+        ev = evaluate(candidate, search_model)
+        counter["evaluations"] += 1
+        scored.append(ev.loss if ev.finite else math.inf)
+    log(f"trial {trial + 1}: random search over {samples} samples, best loss "
+        f"{min(scored):.6g}")
+    return candidates[int(np.argmin(scored))]
 
 
 def trust_update(radius: float, start_loss: float, predicted_loss: float, actual_loss: float,
@@ -664,18 +708,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                 if state.theta is None:
                     start = _starting_point(opt.init, theta_start, lower, upper, rng)
                     if opt.random_search:
-                        # the candidates share the geometry relaxed for the trial's start
-                        search_model = model_at(start, f"trial {trial + 1} start")
-                        candidates = [start] + [rng.uniform(lower, upper)
-                                                for _ in range(opt.random_search)]
-                        scored = []
-                        for c in candidates:
-                            ev = evaluate(c, search_model)
-                            counter["evaluations"] += 1
-                            scored.append(ev.loss if ev.finite else math.inf)
-                        start = candidates[int(np.argmin(scored))]
-                        log(f"trial {trial + 1}: random search over {opt.random_search} samples, "
-                            f"best loss {min(scored):.6g}")
+                        start = _random_search(start, opt.random_search, lower, upper, rng,
+                                               evaluate, model_at, counter, log, trial)
                     state.theta = start.tolist()
                     state.step, state.end_reason = 0, None
                     state.stale_steps = 0
@@ -744,26 +778,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                         f"{last['iterations']} iterations ({optimizer_message(result)}){verdict}"
                         + _memory_note())
                     state.step += 1
-                    if state.radius < MIN_TRUST_RADIUS:
-                        log(f"trial {trial + 1}: trust radius {state.radius:.3g} below "
-                            f"{MIN_TRUST_RADIUS:g}, the trial ends")
-                        state.end_reason = "trust radius"
-                    # a step that no longer lowers the loss has converged (with relaxed
-                    # structures the step start's in-step loss is its true loss: same geometry)
-                    if accepted and before is not None and state.end_reason is None and \
-                            before - end.loss <= opt.tolerance * max(1.0, abs(end.loss)):
-                        log(f"trial {trial + 1}: step {step + 1} lowered the loss by "
-                            f"{before - end.loss:.3g} (tolerance {opt.tolerance:g} relative), "
-                            "converged: the trial ends")
-                        state.end_reason = "converged"
-                    if opt.early_stopping:
-                        state.trial_best_selection, state.stale_steps = patience_update(
-                            state.trial_best_selection, state.stale_steps, step_seen["best"])
-                        if state.stale_steps >= opt.early_stopping and state.end_reason is None:
-                            log(f"trial {trial + 1}: no validation loss below "
-                                f"{state.trial_best_selection:.6g} for {state.stale_steps} outer "
-                                "steps (optimizer.early_stopping), the trial ends")
-                            state.end_reason = "early stopping"
+                    _end_trial_if_done(state, opt, log, accepted, before, end.loss,
+                                       step_seen["best"])
                     steps_run += 1
                     checkpoint()
                     log.progress(_steps_done(state, opt),

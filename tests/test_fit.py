@@ -22,7 +22,7 @@ import scipy.optimize
 import reaxopt  # noqa: F401  (float64)
 from reaxopt.config import DataFiles, load_config
 from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, RunLog, _outer_step,
-                         build_problem, make_evaluator, optimizer_message, run_fit,
+                         _random_search, build_problem, make_evaluator, optimizer_message, run_fit,
                          trust_update)
 from reaxopt.inputs import load_inputs
 from reaxopt.io.ffield import read_ffield
@@ -455,6 +455,41 @@ def test_optimizer_message_spells_out_a_failed_line_search():
                                         jac=True, method="L-BFGS-B")
     assert optimizer_message(converged) == " ".join(converged.message.split())
     assert optimizer_message(converged).startswith("CONVERGENCE")
+
+
+def test_random_search_starts_from_the_lowest_loss_sample():
+    """x·x over [-1, 1]²: the search keeps the start unless a uniform sample scores lower (one
+    non-finite sample never wins), draws its samples from the seeded generator, and scores
+    them all on the start's relaxed geometry."""
+    from types import SimpleNamespace
+
+    lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    relaxed_for = []
+
+    def evaluate(theta, model):
+        assert model == "relaxed"
+        bad = bool(np.all(theta == samples[1]))
+        return SimpleNamespace(loss=float(theta @ theta), finite=not bad)
+
+    def model_at(theta, what):
+        relaxed_for.append((theta.tolist(), what))
+        return "relaxed"
+
+    samples = np.random.default_rng(7).uniform(lower, upper, (3, 2))
+    lines, counter = [], {"evaluations": 0}
+    start = np.array([0.9, -0.95])
+    picked = _random_search(start, 3, lower, upper, np.random.default_rng(7), evaluate,
+                            model_at, counter, lines.append, trial=1)
+    losses = [start @ start, math.inf] + [x @ x for x in samples[[0, 2]]]
+    best = [start, samples[1], samples[0], samples[2]][int(np.argmin(losses))]
+    # the samples are the seeded generator's first draws, scored after the start
+    assert picked.tolist() == best.tolist() and picked.tolist() != start.tolist()
+    assert counter["evaluations"] == 4 and relaxed_for == [(start.tolist(), "trial 2 start")]
+    assert lines == [f"trial 2: random search over 3 samples, best loss {min(losses):.6g}"]
+    # a start at the minimum is kept
+    origin = np.zeros(2)
+    assert _random_search(origin, 3, lower, upper, np.random.default_rng(7), evaluate,
+                          model_at, counter, lines.append, trial=0).tolist() == [0.0, 0.0]
 
 
 def test_trust_update_accepts_rejects_and_resizes():
