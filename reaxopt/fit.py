@@ -371,6 +371,28 @@ def _steps_done(state: State, opt) -> int:
     return done
 
 
+def _resumed_state(checkpoint_path: Path, labels: list[str], atom_counts: list[int], opt,
+                   log) -> State:
+    """The checkpoint's state, checked against this run's parameters and minimised structures
+    (``atom_counts``), to go on from: a finished run is reopened for the trials that ran out
+    of steps below ``opt.steps`` and for new trials."""
+    state = load_checkpoint(checkpoint_path, labels)
+    _check_saved_geometries(state, atom_counts, checkpoint_path)
+    if not state.finished:
+        log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, step {state.step + 1}")
+        return state
+    more = [i + 1 for i in _trials_to_extend(state, opt)]
+    log(f"resuming from {checkpoint_path}: the run had finished {len(state.trial_ends)} "
+        "trial(s); "
+        + (f"trial(s) {', '.join(map(str, more))} ran out of steps and continue up to "
+           f"optimizer.steps = {opt.steps}" if more else
+           "no trial ran out of steps below optimizer.steps")
+        + (f"; trials {len(state.trial_ends) + 1}-{opt.trials} are new"
+           if opt.trials > len(state.trial_ends) else ""))
+    state.finished = False
+    return state
+
+
 def _write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
 
@@ -568,22 +590,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
 
     labels = list(tmap.labels)
     if resume:
-        state = load_checkpoint(checkpoint_path, labels)
-        _check_saved_geometries(state, [problem.model.n_atoms[k] for k in relaxer.minimized],
-                                checkpoint_path)
-        if state.finished:
-            more = [i + 1 for i in _trials_to_extend(state, opt)]
-            log(f"resuming from {checkpoint_path}: the run had finished "
-                f"{len(state.trial_ends)} trial(s); "
-                + (f"trial(s) {', '.join(map(str, more))} ran out of steps and continue up to "
-                   f"optimizer.steps = {opt.steps}" if more else
-                   "no trial ran out of steps below optimizer.steps")
-                + (f"; trials {len(state.trial_ends) + 1}-{opt.trials} are new"
-                   if opt.trials > len(state.trial_ends) else ""))
-            state.finished = False
-        else:
-            log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, "
-                f"step {state.step + 1}")
+        state = _resumed_state(checkpoint_path, labels,
+                               [problem.model.n_atoms[k] for k in relaxer.minimized], opt, log)
     else:
         state = State(labels=labels)
     rng = _rng(opt.seed, state.rng)
