@@ -231,7 +231,7 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
         params = tmap.to_params(jnp.asarray(theta), problem.base_params)
         result = assembled(place_geometries(relax_model, every, originals(at)), params, at)
         release_compiled_code_if_crowded()
-        log(f"placed {len(minimized)} carried geometries ({what}{shared}) in "
+        log(f"placed {len(distinct)} carried geometries ({what}{shared}) in "
             f"{time.perf_counter() - t:.1f} s")
         return remember(key, result)
 
