@@ -162,7 +162,8 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
     distinct_index: dict[tuple, int] = {}
     copy_of = [distinct_index.setdefault(relaxation_key(structures[k], limits[k]),
                                          len(distinct_index)) for k in minimized]
-    distinct = [minimized[copy_of.index(u)] for u in range(len(distinct_index))]
+    first = [copy_of.index(u) for u in range(len(distinct_index))]  # per local row
+    distinct = [minimized[j] for j in first]
     # BGF restraints add to the energy of the relaxations (reaxopt.restraints); per local row
     restraints = [structures[k].restraints for k in distinct]
     # CELL OPT: the cell relaxes too; the geometry response (reaxopt.response) of such a row
@@ -184,7 +185,7 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
 
     def originals(at: tuple) -> list:
         """Geometries of every minimized model row as those of the local rows."""
-        return [at[copy_of.index(u)] for u in range(len(distinct))]
+        return [at[j] for j in first]
     # automatic K weighs compilation against minimize.steps energy evaluations in each of
     # about optimizer.steps + 2 relaxations
     auto = AutoK(evaluations=config.minimize.steps * (config.optimizer.steps + 2),
