@@ -79,7 +79,8 @@ def run_fit_process(config: Path, log_path: Path, cache_dir: str | None) -> dict
         env["REAXOPT_CACHE_DIR"] = cache_dir
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        child = subprocess.Popen([sys.executable, "-m", "reaxopt", "fit", str(config)],
+        child = subprocess.Popen([sys.executable, "-m", "reaxopt", "fit", str(config),
+                                  "--overwrite"],
                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _, status, usage = os.wait4(child.pid, 0)
     return {"returncode": os.waitstatus_to_exitcode(status),

@@ -19,9 +19,6 @@ import yaml
 from reaxopt import __version__
 from reaxopt.errors import InputError
 
-CONFIG_REFERENCE = "configs/README.md"
-
-
 class _Failure(click.ClickException):
     """Bad input, reported as ``error: <message>`` with exit code 2."""
 
@@ -31,9 +28,22 @@ class _Failure(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+class _Internal(_Failure):
+    """An unexpected error (a defect, or the machine failing), reported in one paragraph with
+    exit code 1; the traceback is in the file the message names."""
+
+    exit_code = 1
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, InputError) and exc.problems:  # several problems: one line each
+        lines = str(exc).splitlines()
+        return "\n".join([" ".join(lines[0].split())] + [f"  - {line.strip()}"
+                                                          for line in lines[1:]])
     return " ".join(str(exc).split())  # one paragraph
 
 
@@ -42,8 +52,49 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
+def crash_log_path(command: str) -> Path:
+    """Where a command without an output directory writes the traceback of an internal error:
+    $XDG_CACHE_HOME/reaxopt/logs (or ~/.cache/reaxopt/logs), else the system's temp folder."""
+    import tempfile
+    import time
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = f"reaxopt-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (Path(base) / "reaxopt" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder / name
+        except OSError:
+            continue
+    return Path(name)
+
+
+def _internal_failure(ctx: click.Context, exc: Exception) -> _Internal:
+    """Write the traceback where the user can find it and say so in one paragraph."""
+    from reaxopt.errors import InternalError
+
+    command = ctx.invoked_subcommand or "reaxopt"
+    what = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if isinstance(exc, InternalError):
+        where, what = exc.log, exc.message
+    else:
+        where = crash_log_path(command)
+        try:
+            where.write_text(f"reaxopt {__version__} {command}: {' '.join(sys.argv)}\n"
+                             + traceback.format_exc())
+        except OSError:
+            where = None
+    told = (f"the full traceback is in {where}. This is a defect or a failure of the machine, "
+            "not of your inputs; please report it with that file" if where is not None else
+            "the traceback could not be written to a file (run again with `reaxopt -v` to see "
+            "it). This is a defect or a failure of the machine, not of your inputs")
+    return _Internal(f"reaxopt {command} failed with an internal error ({what}); {told}")
+
+
 class _Group(click.Group):
-    """A group whose every subcommand reports bad input the same way."""
+    """A group whose every subcommand reports bad input (exit 2) and internal errors (exit 1)
+    the same way, without a bare traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -54,6 +105,13 @@ class _Group(click.Group):
             if ctx.params.get("verbose"):
                 traceback.print_exc()
             raise _Failure(_message(exc)) from exc
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the last line of defence: no bare traceback
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            raise _internal_failure(ctx, exc) from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,54 +144,6 @@ def check(config: Path) -> None:
     click.echo(inputs.summary(), nl=False)
 
 
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return os.path.relpath(path, base)
-    except ValueError:  # another drive (Windows)
-        return str(path)
-
-
-def convert_text(*, ffield: Path, params: Path, geo: Path, trainset: Path, output: Path,
-                 validation_geo: Path | None = None,
-                 validation_trainset: Path | None = None) -> str:
-    """A commented YAML config for classic inputs, paths relative to ``output``'s directory."""
-    from reaxopt.config import (EnergyConfig, LossConfig, MinimizeConfig, OptimizerConfig)
-
-    # abspath, not resolve: paths keep the user's spelling (through symlinks such as ../shared),
-    # and config.py resolves them back the same lexical way.
-    base = Path(os.path.abspath(output)).parent
-
-    def scalar(value) -> str:
-        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
-            "\n...").removesuffix("...").strip()
-
-    def rel(path: Path) -> str:
-        return scalar(_relative(os.path.abspath(path), base))
-
-    lines = [f"# reaxopt configuration written by `reaxopt convert` (reaxopt {__version__}).",
-             f"# Every key, its default and units: {CONFIG_REFERENCE}.",
-             "# Paths are relative to this file's directory.",
-             f"force_field: {rel(ffield)}",
-             f"params: {rel(params)}",
-             f"geo: {rel(geo)}",
-             f"trainset: {rel(trainset)}"]
-    if validation_geo is not None:
-        lines += ["validation:",
-                  f"  geo: {rel(validation_geo)}",
-                  f"  trainset: {rel(validation_trainset)}"]
-    lines.append("output_dir: reaxopt_output")
-    for name, section in (("optimizer", OptimizerConfig()), ("minimize", MinimizeConfig()),
-                          ("loss", LossConfig()), ("energy", EnergyConfig())):
-        lines.append(f"{name}:")
-        for key, value in vars(section).items():
-            if value is None:
-                lines.append(f"  # {key}: false    # default: taken from the force field")
-            else:
-                lines.append(f"  {key}: {scalar(value)}")
-    lines.append("clusters: auto")
-    return "\n".join(lines) + "\n"
-
-
 @main.command()
 @click.option("--ffield", "ffield", required=True, type=click.Path(path_type=Path),
               help="ReaxFF force-field file to start from.")
@@ -150,39 +160,34 @@ def convert_text(*, ffield: Path, params: Path, geo: Path, trainset: Path, outpu
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="YAML config file to write; input paths in it are relative to its directory.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--drop-missing", is_flag=True,
+              help="Comment out, in a copy of each trainset written beside OUTPUT, the items "
+                   "that name structures their geometry file lacks, and list them.")
 def convert(ffield: Path, geo: Path, trainset: Path, params: Path, validation_geo: Path | None,
-            validation_trainset: Path | None, output: Path, force: bool) -> None:
+            validation_trainset: Path | None, output: Path, force: bool,
+            drop_missing: bool) -> None:
     """Write a YAML config for classic ReaxFF inputs (ffield, geo, trainset.in, params).
 
     The inputs are read and checked as `reaxopt check` would before OUTPUT is written
-    (atomically); optimizer settings are written with their defaults, ready to edit
-    (see configs/README.md). An existing OUTPUT is kept unless --force is given.
+    (atomically), every problem in one report; optimizer settings are written with their
+    defaults, ready to edit (see configs/README.md). An existing OUTPUT is kept unless --force
+    is given, and an input file is never overwritten. With --drop-missing, trainset items naming
+    structures that are not in the geometry file are commented out in a copy of the trainset
+    (OUTPUT's stem + '.trainset.in', or '.validation.trainset.in') that the config uses.
     """
-    from reaxopt.config import config_from_dict
-    from reaxopt.io.files import write_text_atomic
-    from reaxopt.inputs import load_inputs
+    from reaxopt.convert import write_config
 
     if (validation_geo is None) != (validation_trainset is None):
         raise InputError("--validation-geo and --validation-trainset go together; "
                          "expected both or neither")
-    if output.is_dir():
-        raise InputError("expected a file name for the config to write, found a directory",
-                         file=output)
-    if output.exists() and not force:
-        raise InputError("the output file exists; expected a new file name, or --force to "
-                         "overwrite it", file=output)
-    if not output.resolve().parent.is_dir():
-        raise InputError("the output file's directory does not exist", file=output)
-    text = convert_text(ffield=ffield, params=params, geo=geo, trainset=trainset, output=output,
-                        validation_geo=validation_geo, validation_trainset=validation_trainset)
-    for option, path in (("--ffield", ffield), ("--geo", geo), ("--trainset", trainset),
-                         ("--params", params), ("--validation-geo", validation_geo),
-                         ("--validation-trainset", validation_trainset)):
-        if path is not None and not path.is_file():
-            raise InputError(f"{option}: file not found", file=path)
-    # Check the config exactly as it will be read back from OUTPUT before writing it.
-    inputs = load_inputs(config_from_dict(yaml.safe_load(text), output))
-    write_text_atomic(output.resolve(), text)
+    inputs, dropped = write_config(
+        ffield=ffield, params=params, geo=geo, trainset=trainset, output=output, force=force,
+        validation_geo=validation_geo, validation_trainset=validation_trainset,
+        drop_missing=drop_missing)
+    for copy, lines in dropped:
+        click.echo(f"wrote {copy}, with {len(lines)} item(s) commented out:")
+        for line in lines:
+            click.echo(f"  {line}")
     n = len(inputs.training.structures)
     click.echo(f"wrote {output} ({n} training structures, {len(inputs.params)} parameters to fit); "
                f"check it with: reaxopt check {output}")
@@ -237,7 +242,13 @@ def cluster(ffield: Path, geo: Path, k: int | None, as_json: bool) -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True,
               help="Continue the run from the checkpoint in the output directory.")
-def fit(config: Path, resume: bool) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Start over in an output directory that holds an earlier run's outputs, "
+                   "deleting them.")
+@click.option("--accept-changed-inputs", is_flag=True,
+              help="With --resume: go on although the inputs changed since the checkpoint, "
+                   "scoring the kept force fields again under the new inputs.")
+def fit(config: Path, resume: bool, overwrite: bool, accept_changed_inputs: bool) -> None:
     """Fit the parameters CONFIG selects and write the results to its output directory.
 
     Prints one line per optimizer iteration (iteration, loss, validation loss, the best so far
@@ -249,15 +260,22 @@ def fit(config: Path, resume: bool) -> None:
     save the checkpoint and exit with status 130 or 143; --resume continues from it. On a
     finished run, --resume with a larger optimizer.steps continues the trials that ran out of
     steps (a larger optimizer.trials adds trials).
-    optimizer.steps 0 evaluates the given force field and writes the outputs. Every config
-    key, its default and units: configs/README.md.
+    optimizer.steps 0 evaluates the given force field and writes the outputs.
+
+    Every input is checked before anything compiles. One run at a time writes into an output
+    directory; an earlier run's outputs there are kept unless --resume continues that run or
+    --overwrite deletes them. --resume refuses inputs changed since the checkpoint unless
+    --accept-changed-inputs. Every config key, its default and units: configs/README.md.
     """
     from reaxopt.config import load_config
     from reaxopt.fit import FitInterrupted, run_fit
 
+    if accept_changed_inputs and not resume:
+        raise InputError("--accept-changed-inputs applies to --resume; expected both")
     _compilation_cache()
     try:
-        run_fit(load_config(config), resume=resume)
+        run_fit(load_config(config), resume=resume, overwrite=overwrite,
+                accept_changed_inputs=accept_changed_inputs)
     except FitInterrupted as exc:
         click.echo(f"reaxopt fit: {exc}; checkpoint saved to {exc.checkpoint}; continue with "
                    f"`reaxopt fit {config} --resume`", err=True)
@@ -266,6 +284,7 @@ def fit(config: Path, resume: bool) -> None:
         click.echo("reaxopt fit: interrupted by SIGINT before the first optimization step; "
                    "nothing to resume", err=True)
         sys.exit(130)
+
 
 def _compilation_cache() -> None:
     """Keep compiled functions on disk so that a second run on the same data starts at once.
@@ -310,7 +329,13 @@ def evaluate(ffield: Path, geo: Path, output: Path | None) -> None:
     reaxff` values: eb, ea (over+under), elp, ev, epen, ecoa, ehb, et, eco, ew, ep, eqeq.
     """
     from reaxopt.evaluate import evaluate_to_jsonl
+    from reaxopt.validate import check_output_file
 
+    for option, path in (("--ffield", ffield), ("--geo", geo)):
+        if not path.is_file():
+            raise InputError(f"{option}: file not found", file=path)
+    if output is not None:
+        check_output_file(output, (ffield, geo))
     n = evaluate_to_jsonl(ffield, geo, output if output is not None else sys.stdout)
     if output is not None:
         click.echo(f"wrote {n} structures to {output}", err=True)
@@ -332,9 +357,12 @@ def report(output_dir: Path) -> None:
                          file=output_dir)
     missing = missing_files(output_dir)
     if missing:
-        raise InputError(f"expected the output directory of a fit; it lacks "
-                         f"{', '.join(missing)} (run `reaxopt fit CONFIG` first)",
-                         file=output_dir)
+        unfinished = ("; it holds the checkpoint of a run that has not written its outputs "
+                      "(killed, or still running): continue it with `reaxopt fit CONFIG "
+                      "--resume`" if (output_dir / "checkpoint.json").is_file()
+                      else " (run `reaxopt fit CONFIG` first)")
+        raise InputError(f"expected the output directory of a finished fit; it lacks "
+                         f"{', '.join(missing)}{unfinished}", file=output_dir)
     for path in write_report(output_dir, warn=lambda line: click.echo(f"warning: {line}",
                                                                       err=True)):
         click.echo(f"wrote {path}")

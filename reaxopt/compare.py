@@ -30,6 +30,11 @@ def evaluate_force_field(config: Config, ffield: Path) -> dict:
         return run_fit(run, stream=False).summary
 
 
+def _g(value) -> str:
+    """A table entry: '-' where a value does not exist (null: not finite, or no such item)."""
+    return "-" if value is None else f"{value:.6g}"
+
+
 def compare_rows(summaries: list[dict]) -> list[list]:
     """[set, kind, items, rmse per summary...] for every set and kind some item has."""
     rows = []
@@ -49,12 +54,12 @@ def compare_text(ffields: list[Path], summaries: list[dict]) -> str:
     """The side-by-side table (columns A, B, ...): RMSE per data set and item kind, losses."""
     names = [chr(ord("A") + k) for k in range(len(ffields))]
     header = ["set", "kind", "unit", "items"] + [f"RMSE {n}" for n in names]
-    body = [[part, kind, UNITS[kind], str(n)] + ["-" if v is None else f"{v:.6g}" for v in values]
+    body = [[part, kind, UNITS[kind], str(n)] + [_g(v) for v in values]
             for part, kind, n, *values in compare_rows(summaries)]
-    body.append(["training", "loss", "", ""] + [f"{s['loss']['final']:.6g}" for s in summaries])
+    body.append(["training", "loss", "", ""] + [_g(s["loss"]["final"]) for s in summaries])
     if summaries[0].get("validation_loss"):
         body.append(["validation", "loss", "", ""]
-                    + [f"{s['validation_loss']['final']:.6g}" for s in summaries])
+                    + [_g((s.get("validation_loss") or {}).get("final")) for s in summaries])
     widths = [max(len(r[k]) for r in [header] + body) for k in range(len(header))]
     lines = ["  ".join(c.rjust(w) if k >= 3 else c.ljust(w)
                        for k, (c, w) in enumerate(zip(r, widths))).rstrip()

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from reaxopt.io.files import write_text_atomic
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, Problems
 
 METHODS = ("L-BFGS-B", "SLSQP")
 INITS = ("fixed", "educated", "random")
@@ -212,16 +212,18 @@ def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
 
 def _check_keys(ctx: _Context, prefix: str, data: dict, allowed) -> None:
     allowed = list(allowed)
+    problems = Problems()
     for key in data:
         if not isinstance(key, str):
-            raise ctx.error(prefix, f"expected text keys in '{prefix or 'the top level'}', "
-                                    f"found {key!r}")
-        if key not in allowed:
+            problems.add(ctx.error(prefix, f"expected text keys in '{prefix or 'the top level'}'"
+                                           f", found {key!r}"))
+        elif key not in allowed:
             dotted = f"{prefix}.{key}" if prefix else key
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ctx.error(dotted, f"unknown key '{dotted}'; {hint}"
-                                    f"allowed keys here: {', '.join(allowed)}")
+            problems.add(ctx.error(dotted, f"unknown key '{dotted}'; {hint}"
+                                           f"allowed keys here: {', '.join(allowed)}"))
+    problems.raise_if_any()
 
 
 def _type_name(value) -> str:
@@ -241,7 +243,19 @@ def _mapping(ctx: _Context, key: str, value, allowed) -> dict:
     return value
 
 
+def _number_text(value):
+    """YAML 1.1 reads ``1e-6`` and ``1e3`` (no dot) as text: the number it plainly is, else
+    ``value`` unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    return value
+
+
 def _int(ctx: _Context, key: str, value, minimum: int | None = None) -> int:
+    value = _number_text(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -253,12 +267,7 @@ def _int(ctx: _Context, key: str, value, minimum: int | None = None) -> int:
 
 def _float(ctx: _Context, key: str, value, minimum: float | None = None,
            positive: bool = False, maximum: float | None = None) -> float:
-    # YAML 1.1 reads "1e-6" (no dot) as text; accept it as the number it plainly is.
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
+    value = _number_text(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ctx.error(key, f"expected a number, found {_type_name(value)} ({value!r})")
     value = float(value)
@@ -296,7 +305,12 @@ def _params_files(ctx: _Context, value) -> tuple[Path, ...]:
     if isinstance(value, list):
         if not value:
             raise ctx.error("params", "expected a path or a list of paths, found an empty list")
-        return tuple(_path(ctx, "params", item) for item in value)
+        paths = tuple(_path(ctx, "params", item) for item in value)
+        repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ctx.error("params", f"the params file {repeated[0]} is listed twice; expected "
+                                      "each file once")
+        return paths
     return (_path(ctx, "params", value),)
 
 
@@ -412,13 +426,15 @@ def _section(ctx: _Context, name: str, raw: dict, cls, checks: dict):
     """Build dataclass ``cls`` from ``raw[name]`` applying ``checks[field](ctx, key, value)``."""
     fields = [f.name for f in dataclasses.fields(cls)]
     data = _mapping(ctx, name, raw.get(name), fields)
-    values = {}
+    values, problems = {}, Problems()
     for f in fields:
-        if f in data and data[f] is not None:
-            values[f] = checks[f](ctx, f"{name}.{f}", data[f])
-        elif f in data and f not in _NULLABLE.get(name, ()):
-            raise ctx.error(f"{name}.{f}", f"expected a value for '{name}.{f}', found nothing "
-                                           "(null); remove the key to use the default")
+        with problems.collect():
+            if f in data and data[f] is not None:
+                values[f] = checks[f](ctx, f"{name}.{f}", data[f])
+            elif f in data and f not in _NULLABLE.get(name, ()):
+                raise ctx.error(f"{name}.{f}", f"expected a value for '{name}.{f}', found "
+                                               "nothing (null); remove the key to use the default")
+    problems.raise_if_any()
     return cls(**values)
 
 
@@ -478,34 +494,60 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of keys at the top level, found {_type_name(data)}",
                          file=path, line=1)
-    _check_keys(ctx, "", data, TOP_LEVEL_KEYS)
+    problems = Problems()
+
+    def part(read, default=None):
+        """``read()``, or ``default`` with its problem recorded."""
+        try:
+            return read()
+        except InputError as error:
+            problems.add(error)
+            return default
+
+    part(lambda: _check_keys(ctx, "", data, TOP_LEVEL_KEYS))
     for required in ("force_field", "params"):
         if data.get(required) is None:
-            raise ctx.error(required, f"the required key '{required}' is missing")
-    force_field = _path(ctx, "force_field", data["force_field"])
-    params = _params_files(ctx, data["params"])
-    training = _data_files(ctx, "", data)
-    if training.empty:
-        raise InputError("no training inputs: expected 'geo' + 'trainset' (classic inputs) "
-                         "and/or 'structures' (ASE-readable files)", file=path, key="structures")
-    validation, split = _validation(ctx, data.get("validation"), training)
+            problems.add(ctx.error(required, f"the required key '{required}' is missing"))
+    force_field = params = None
+    if data.get("force_field") is not None:
+        force_field = part(lambda: _path(ctx, "force_field", data["force_field"]))
+    if data.get("params") is not None:
+        params = part(lambda: _params_files(ctx, data["params"]))
+    training = part(lambda: _data_files(ctx, "", data))
+    if training is not None and training.empty:
+        problems.add(InputError("no training inputs: expected 'geo' + 'trainset' (classic "
+                                "inputs) and/or 'structures' (ASE-readable files)", file=path,
+                                key="structures"))
+    validation, split = part(lambda: _validation(ctx, data.get("validation"),
+                                                 training or DataFiles()), (None, None))
+    output_dir = part(lambda: _output_dir(ctx, data))
+    sections = {name: part(lambda name=name, cls=cls, checks=checks:
+                           _section(ctx, name, data, cls, checks))
+                for name, cls, checks in (("optimizer", OptimizerConfig, _OPTIMIZER_CHECKS),
+                                          ("minimize", MinimizeConfig, _MINIMIZE_CHECKS),
+                                          ("loss", LossConfig, _LOSS_CHECKS),
+                                          ("energy", EnergyConfig, _ENERGY_CHECKS))}
+    clusters = part(lambda: _clusters(ctx, data["clusters"])
+                    if data.get("clusters") is not None else "auto")
+    optimizer = sections["optimizer"]
+    if optimizer is not None and optimizer.early_stopping and data.get("validation") is None:
+        problems.add(ctx.error("optimizer.early_stopping", "early stopping watches the validation "
+                                                           "loss, and the config has no "
+                                                           "'validation' (files, or a fraction of "
+                                                           "'structures')"))
+    problems.raise_if_any()
+    return Config(path=path, force_field=force_field, params=params, training=training,
+                  validation=validation, split=split, output_dir=output_dir,
+                  optimizer=optimizer, minimize=sections["minimize"], loss=sections["loss"],
+                  energy=sections["energy"], clusters=clusters)
+
+
+def _output_dir(ctx: _Context, data: dict) -> Path:
     output_dir = _path(ctx, "output_dir", data.get("output_dir") or "reaxopt_output",
                        must_exist=False)
     if output_dir.exists() and not output_dir.is_dir():
         raise ctx.error("output_dir", f"expected a directory, found the file {output_dir}")
-    optimizer = _section(ctx, "optimizer", data, OptimizerConfig, _OPTIMIZER_CHECKS)
-    if optimizer.early_stopping and validation is None and split is None:
-        raise ctx.error("optimizer.early_stopping", "early stopping watches the validation loss, "
-                                                    "and the config has no 'validation' (files, "
-                                                    "or a fraction of 'structures')")
-    return Config(
-        path=path, force_field=force_field, params=params, training=training,
-        validation=validation, split=split, output_dir=output_dir,
-        optimizer=optimizer,
-        minimize=_section(ctx, "minimize", data, MinimizeConfig, _MINIMIZE_CHECKS),
-        loss=_section(ctx, "loss", data, LossConfig, _LOSS_CHECKS),
-        energy=_section(ctx, "energy", data, EnergyConfig, _ENERGY_CHECKS),
-        clusters=_clusters(ctx, data["clusters"]) if data.get("clusters") is not None else "auto")
+    return output_dir
 
 
 def load_config(path: str | os.PathLike) -> Config:

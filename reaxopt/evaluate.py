@@ -248,16 +248,39 @@ def evaluate_structures(ffield_path, structures: list[Structure], *, bonded: boo
     return results
 
 
-def evaluate_to_jsonl(ffield_path, geo_path, out) -> int:
+def _finite_or_none(value):
+    """JSON has no NaN: non-finite numbers (nested in lists) become null."""
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value if np.isfinite(value) else None
+
+
+def evaluate_to_jsonl(ffield_path, geo_path, out, warn=None) -> int:
     """Evaluate every structure of ``geo_path``; one JSON line per structure to ``out``.
 
-    out: a path or an open text stream. Returns the number of structures written.
+    out: a path or an open text stream. Non-finite values are written as null, and ``warn``
+    (a callable taking one line; default ``warnings.warn``) names their structures. Returns
+    the number of structures written.
     """
+    import warnings
+
     structures = read_geometries(geo_path)
     results = evaluate_structures(ffield_path, structures)
-    lines = [json.dumps({"name": r["name"], "energy": r["energy"], "terms": r["terms"],
-                         "forces": r["forces"].tolist(), "charges": r["charges"].tolist()})
-             for r in results]
+    lines, bad = [], []
+    for r in results:
+        record = {"name": r["name"], "energy": r["energy"], "terms": r["terms"],
+                  "forces": r["forces"].tolist(), "charges": r["charges"].tolist()}
+        terms = [name for name, value in r["terms"].items() if not np.isfinite(value)]
+        if terms or not all(np.all(np.isfinite(r[k])) for k in ("energy", "forces", "charges")):
+            bad.append(f"{r['name']}" + (f" ({', '.join(terms)})" if terms else ""))
+            record = {k: ({t: _finite_or_none(v) for t, v in value.items()}
+                          if k == "terms" else value if k == "name" else _finite_or_none(value))
+                      for k, value in record.items()}
+        lines.append(json.dumps(record, allow_nan=False))
+    if bad:
+        (warn or (lambda line: warnings.warn(line, stacklevel=2)))(
+            f"{len(bad)} structure(s) have non-finite energies, forces or charges, written as "
+            f"null: {', '.join(bad[:10])}" + (", ..." if len(bad) > 10 else ""))
     text = "".join(line + "\n" for line in lines)
     if isinstance(out, (str, os.PathLike)):
         write_text_atomic(out, text)

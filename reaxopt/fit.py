@@ -49,8 +49,12 @@ The optimizer works on the parameters scaled to [0, 1] by their bounds.
   it, one over three quarters that reached the boundary doubles it (``trust_update``). A
   trial ends when the radius falls below ``MIN_TRUST_RADIUS``.
 * A loss or gradient that is not finite (NaN/Inf) is reported as a warning naming the affected
-  structures, and the optimizer is handed a large finite loss (``BAD_LOSS``) with a zero
-  gradient, so its line search steps back.
+  structures with their non-finite energy terms, and the items (``reaxopt.nonfinite``); the
+  optimizer is handed a large finite loss (``BAD_LOSS``) with a zero gradient, so its line
+  search steps back, and a step stopped there is rejected with the trust radius below half
+  the distance to the non-finite point.
+* The output directory (``reaxopt.rundir``): locked for one run; an earlier run's outputs are
+  kept unless ``resume`` or ``overwrite``; the checkpoint carries the inputs' fingerprint.
 * Progress: one line per optimizer iteration (trial, step, iteration, loss, validation loss, the
   best so far on the selection's loss, elapsed s); on a terminal, a progress bar (tqdm) of the
   outer steps of all trials below the lines.
@@ -77,6 +81,7 @@ import math
 import signal
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -88,9 +93,10 @@ import numpy as np
 import scipy.optimize
 
 from reaxopt import loss as loss_module
+from reaxopt import nonfinite, rundir
 from reaxopt.config import Config
 from reaxopt.io.files import write_text_atomic
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, InternalError
 from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs, load_inputs
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
@@ -231,6 +237,7 @@ class Evaluation:
     validation_residuals: np.ndarray | None
     bad_structures: list[str]
     finite: bool
+    diagnosis: str = ""  # what is not finite, in words (``reaxopt.nonfinite``), when not finite
 
 
 def make_evaluator(problem: Problem, regularization: float, theta_reference: np.ndarray
@@ -250,15 +257,30 @@ def make_evaluator(problem: Problem, regularization: float, theta_reference: np.
         value = float(value)
         gradient = np.asarray(gradient, float)
         finite_flags = np.asarray(aux["finite"], bool)
-        bad = [problem.names[k].split(":", 1)[1] for k in np.nonzero(~finite_flags)[0]]
+        rows = [int(k) for k in np.nonzero(~finite_flags)[0]]
+        bad = [problem.names[k].split(":", 1)[1] for k in rows]
         finite = math.isfinite(value) and bool(np.all(np.isfinite(gradient)))
         validation = aux.get("validation_loss")
-        return Evaluation(np.asarray(theta, float).copy(), value, gradient,
-                          float(aux["data_loss"]),
-                          None if validation is None else float(validation),
-                          np.asarray(aux["training_residuals"]),
-                          None if validation is None else np.asarray(aux["validation_residuals"]),
-                          bad, finite)
+        ev = Evaluation(np.asarray(theta, float).copy(), value, gradient,
+                        float(aux["data_loss"]),
+                        None if validation is None else float(validation),
+                        np.asarray(aux["training_residuals"]),
+                        None if validation is None else np.asarray(aux["validation_residuals"]),
+                        bad, finite)
+        if not finite or rows:
+            ev.diagnosis = diagnose(ev, rows, relaxed.model)
+        return ev
+
+    described: dict = {}  # what each non-finite pattern was found to be (computed once)
+
+    def diagnose(ev: Evaluation, rows: list[int], model) -> str:
+        items = (nonfinite.items_named(problem.training_info, ev.training_residuals)
+                 + nonfinite.items_named(problem.validation_info, ev.validation_residuals))
+        key = (tuple(rows), tuple(items))
+        if key not in described:
+            params = problem.theta_map.to_params(jnp.asarray(ev.theta), problem.base_params)
+            described[key] = nonfinite.describe(rows, problem.names, items, model, params)
+        return described[key]
 
     return evaluate
 
@@ -295,6 +317,7 @@ class State:
     # outer steps since it last went lower
     trial_best_selection: float | None = None
     stale_steps: int = 0
+    inputs: dict | None = None  # the fingerprint of the inputs (``reaxopt.rundir``)
 
     def to_json(self) -> dict:
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
@@ -372,11 +395,18 @@ def _steps_done(state: State, opt) -> int:
 
 
 def _resumed_state(checkpoint_path: Path, labels: list[str], atom_counts: list[int], opt,
-                   log) -> State:
+                   log, forget_relaxations: bool = False) -> State:
     """The checkpoint's state, checked against this run's parameters and minimised structures
     (``atom_counts``), to go on from: a finished run is reopened for the trials that ran out
-    of steps below ``opt.steps`` and for new trials."""
+    of steps below ``opt.steps`` and for new trials. forget_relaxations: drop the saved
+    geometries (the inputs changed: relax again), and the early-stopping counts."""
     state = load_checkpoint(checkpoint_path, labels)
+    if forget_relaxations:
+        state.geometries = state.start_geometries = None
+        state.trial_best_selection, state.stale_steps = None, 0
+        for end in state.trial_ends:
+            if end is not None:
+                end.update(geometries=None, trial_best_selection=None, stale_steps=0)
     _check_saved_geometries(state, atom_counts, checkpoint_path)
     if not state.finished:
         log(f"resuming from {checkpoint_path}: trial {state.trial + 1}, step {state.step + 1}")
@@ -405,10 +435,15 @@ def load_checkpoint(path: Path, labels: list[str]) -> State:
                          "the output directory)", file=path) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"--resume: cannot read the checkpoint ({exc})", file=path) from None
-    if data.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"--resume: checkpoint version {data.get('version')} is not "
+    if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise InputError(f"--resume: checkpoint version {version} is not "
                          f"{CHECKPOINT_VERSION}", file=path)
-    state = State.from_json(data)
+    try:
+        state = State.from_json(data)
+    except TypeError as exc:
+        raise InputError(f"--resume: the checkpoint does not hold what a reaxopt checkpoint "
+                         f"holds ({exc}); start over with --overwrite", file=path) from None
     if state.labels != labels:
         raise InputError("--resume: the checkpoint was written for other fitted parameters "
                          "than the params file now selects; start a new run without --resume",
@@ -546,36 +581,93 @@ def _rng(seed: int, state: dict | None) -> np.random.Generator:
     return rng
 
 
-def run_fit(config: Config, *, resume: bool = False, stream=None,
+def run_fit(config: Config, *, resume: bool = False, overwrite: bool = False,
+            accept_changed_inputs: bool = False, stream=None,
             stop_after_steps: int | None = None) -> FitResult:
     """Run the fit ``config`` describes and write its outputs (see the module docstring).
 
-    stream: where progress lines go (default stdout; False: only run.log). stop_after_steps:
-    stop (as if interrupted, checkpoint written, no outputs) after this many outer steps of
-    this invocation -- for tests of ``resume``.
+    The inputs are validated first (``reaxopt.validate``), then the output directory is locked
+    for this run (``reaxopt.rundir``): an earlier run's outputs there are an error unless
+    ``resume`` continues that run or ``overwrite`` deletes them; ``resume`` on changed inputs
+    is an error unless ``accept_changed_inputs`` (the kept force fields are then scored again).
+    An unexpected exception is written with its traceback to run.log and raised as
+    ``InternalError``. stream: where progress lines go (default stdout; False: only run.log).
+    stop_after_steps: stop (as if interrupted, checkpoint written, no outputs) after this many
+    outer steps of this invocation -- for tests of ``resume``.
     """
-    from reaxopt import report
-
+    if resume and overwrite:
+        raise InputError("--resume continues the run in the output directory and --overwrite "
+                         "deletes it; expected one of them", file=config.path)
     wall_start = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / CHECKPOINT
-    previous_log = ""
-    if resume and (out / "run.log").exists():
-        previous_log = (out / "run.log").read_text()
-    log = RunLog(out / "run.log", stream, previous_log)
-    opt = config.optimizer
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         inputs = load_inputs(config)
-    for w in caught:
-        log(f"warning: {' '.join(str(w.message).split())}")
-    log(f"reaxopt fit {config.path}{' --resume' if resume else ''}")
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with rundir.RunLock(out):
+        rundir.prepare(out, resume=resume, overwrite=overwrite, config_path=config.path)
+        fingerprint = rundir.fingerprint(config)
+        changed = _changed_inputs(out / CHECKPOINT, fingerprint, accept_changed_inputs) \
+            if resume else []
+        previous_log = (out / "run.log").read_text() if resume and (out / "run.log").exists() \
+            else ""
+        log = RunLog(out / "run.log", stream, previous_log)
+        for w in caught:
+            log(f"warning: {' '.join(str(w.message).split())}")
+        log(f"reaxopt fit {config.path}{' --resume' if resume else ''}")
+        for line in changed:
+            log(f"inputs changed since the checkpoint (--accept-changed-inputs): {line}")
+        try:
+            return _fit(config, inputs, log, fingerprint, wall_start, resume=resume,
+                        rescore=bool(changed), stop_after_steps=stop_after_steps)
+        except (InputError, FitInterrupted):
+            raise
+        except Exception as exc:
+            what = (f"cannot write {exc.filename}: {exc.strerror}" if isinstance(exc, OSError)
+                    and exc.filename else " ".join(f"{type(exc).__name__}: {exc}".split()))
+            log(f"internal error: {what}; the checkpoint of the last completed outer step is "
+                f"kept ({out / CHECKPOINT}, if one was written)")
+            log.lines += traceback.format_exc().rstrip("\n").splitlines()
+            saved = out / "run.log"
+            try:
+                log.save()
+            except OSError:
+                saved = None
+            raise InternalError(f"{what}; the fit's checkpoint of its last completed outer "
+                                f"step, if any, is in {out}", saved) from exc
+
+
+def _changed_inputs(checkpoint_path: Path, fingerprint: dict, accept: bool) -> list[str]:
+    """What changed in the inputs since the checkpoint was written (its ``inputs``); an
+    InputError listing it unless ``accept``."""
+    try:
+        saved = json.loads(checkpoint_path.read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return []  # load_checkpoint reports an unreadable checkpoint
+    if saved is None:
+        return []  # a checkpoint from before fingerprints
+    found = rundir.changes(saved, fingerprint)
+    if found and not accept:
+        raise InputError("--resume: the inputs changed since the checkpoint was written ("
+                         + "; ".join(found) + "): the kept force fields were judged under the "
+                         "old ones. Restore them, start over with --overwrite, or resume with "
+                         "--accept-changed-inputs to score the kept force fields again under the "
+                         "new inputs", file=checkpoint_path)
+    return found
+
+
+def _fit(config: Config, inputs: Inputs, log: RunLog, fingerprint: dict, wall_start: float, *,
+         resume: bool, rescore: bool, stop_after_steps: int | None) -> FitResult:
+    """``run_fit``'s work, in its locked output directory with its log."""
+    from reaxopt import report
+
+    out = Path(config.output_dir)
+    checkpoint_path = out / CHECKPOINT
+    opt = config.optimizer
     problem = build_problem(inputs)
     tmap = problem.theta_map
     lower, upper = tmap.lower, tmap.upper
-    span = np.where(upper > lower, upper - lower, 1.0)
+    span = upper - lower  # fitted parameters have a range; equal bounds are held fixed
     theta_start = np.clip(problem.theta_start, lower, upper)
     relaxer = make_relaxer(problem, config, log)
     minimized = bool(relaxer.minimized)
@@ -591,9 +683,11 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     labels = list(tmap.labels)
     if resume:
         state = _resumed_state(checkpoint_path, labels,
-                               [problem.model.n_atoms[k] for k in relaxer.minimized], opt, log)
+                               [problem.model.n_atoms[k] for k in relaxer.minimized], opt, log,
+                               forget_relaxations=rescore)
     else:
         state = State(labels=labels)
+    state.inputs = fingerprint
     rng = _rng(opt.seed, state.rng)
     evaluate = make_evaluator(problem, opt.regularization, theta_start)
 
@@ -618,9 +712,8 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
     log(f"compiled and evaluated the starting force field in {compile_seconds:.1f} s: "
         f"{_losses(initial)}")
     if not initial.finite:
-        log("warning: the starting force field gives a non-finite loss"
-            + (f" (structures: {', '.join(initial.bad_structures[:10])})"
-               if initial.bad_structures else ""))
+        log(f"warning: the starting force field gives a non-finite loss: {initial.diagnosis}; "
+            "the fit goes on, and steers away from non-finite losses")
     counter = {"evaluations": state.evaluations}
 
     def selection(ev: Evaluation) -> float:
@@ -664,8 +757,17 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
             counter["evaluations"] += 1
         consider(ev, *args)
 
-    if state.best is None:
+    if state.best is None or rescore:
+        kept = [c for c in (state.best, state.lowest_training) if c is not None]
+        state.best = state.lowest_training = None
         consider(initial, -1, -1, 0)  # trial 0, step 0: the starting force field
+        for candidate in kept:  # --accept-changed-inputs: judged again under the new inputs
+            theta = np.clip(np.array(candidate["theta"]), lower, upper)
+            ev = evaluate(theta, from_inputs(theta, "a kept force field, under the new inputs"))
+            consider(ev, candidate["trial"] - 1, candidate["step"] - 1, candidate["iteration"])
+            log(f"kept force field of trial {candidate['trial']} step {candidate['step']} "
+                f"scored again under the new inputs: {_losses(ev)} (was loss "
+                f"{candidate['loss']:.6g})")
     elapsed0 = state.elapsed
 
     def elapsed() -> float:
@@ -758,11 +860,22 @@ def run_fit(config: Config, *, resume: bool = False, stream=None,
                     end = step_evaluate(theta_end, end_model)
                     counter["evaluations"] += 1
                     length = float(np.max(np.abs(theta_end - theta) / span, initial=0.0))
+                    # a step's optimizer stopped where it started by a non-finite loss has not
+                    # converged: the step is rejected, the radius shrinks below that point
+                    blocked = last["non_finite"] is not None and length == 0.0
                     accepted, state.radius = trust_update(radius, before, float(result.fun),
-                                                          end.loss, length, result.success)
+                                                          end.loss, length,
+                                                          result.success and not blocked)
+                    if blocked:
+                        state.radius = min(state.radius, 0.5 * last["non_finite"])
                     verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
                                f"{float(result.fun):.6g}, step {length:.3g} of radius "
                                f"{radius:.3g}; next radius {state.radius:.3g})")
+                    if blocked:
+                        verdict += (f"; stopped by a non-finite loss {last['non_finite']:.3g} "
+                                    "away (scaled)")
+                    if not end.finite:
+                        verdict += f"; not finite at the step's end: {end.diagnosis}"
                     if not carry:
                         consider(end, trial, step, last["iterations"])
                     elif accepted:
@@ -928,7 +1041,8 @@ def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial
     status after each iteration, for a progress bar."""
     recent: list[tuple[np.ndarray, Evaluation]] = []  # the last few evaluations
     warned: set[str] = set()
-    last = {"iterations": 0, "start_loss": None}
+    # non_finite: the scaled distance from the start to the nearest non-finite evaluation
+    last = {"iterations": 0, "start_loss": None, "non_finite": None}
 
     def fun(u):
         u = np.clip(np.asarray(u, float), 0.0, 1.0)
@@ -939,13 +1053,14 @@ def _outer_step(evaluate, theta, lower, span, opt, log, counter, consider, trial
         if last["start_loss"] is None:
             last["start_loss"] = ev.loss
         if not ev.finite:
-            what = ", ".join(ev.bad_structures[:10]) or "none (the gradient is not finite)"
-            key = what
-            if key not in warned:
-                warned.add(key)
-                log(f"warning: non-finite loss or gradient at trial {trial + 1} step {step + 1}; "
-                    f"structures with non-finite energy, forces or charges: {what}; the "
-                    "optimizer is steered away")
+            distance = float(np.max(np.abs(u - u0), initial=0.0))
+            last["non_finite"] = min(distance, last["non_finite"] or math.inf)
+            what = ev.diagnosis or ", ".join(ev.bad_structures[:10]) or "the gradient"
+            if what not in warned:
+                warned.add(what)
+                log(f"warning: non-finite loss or gradient at trial {trial + 1} step {step + 1}: "
+                    f"{what}; the optimizer is steered away (its line search steps "
+                    "back, and a step ending there is rejected with a smaller trust radius)")
             return BAD_LOSS, np.zeros_like(u)
         return ev.loss, ev.gradient * span
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reaxopt.config import Config, DataFiles, Split
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, Problems
 from reaxopt.io.ffield import FField, read_ffield
 from reaxopt.io.params import read_params_files
 from reaxopt.structure import Structure
@@ -50,11 +50,12 @@ class Inputs:
     """Everything a run needs, read and cross-checked."""
 
     config: Config
-    ffield: FField
-    params: list  # list[reaxopt.io.params.ParamSpec]
+    ffield: FField  # with the fixed parameters set to their bounds
+    params: list  # list[reaxopt.io.params.ParamSpec]: the parameters fitted
     training: DataSet
     validation: DataSet | None
     lgvdw: bool
+    fixed: list = field(default_factory=list)  # ParamSpecs of equal bounds, held at them
 
     def summary(self) -> str:
         return summary(self)
@@ -65,74 +66,111 @@ class Inputs:
 
 
 def load_inputs(config: Config) -> Inputs:
-    """Read and cross-check every file ``config`` names."""
+    """Read and cross-check every file ``config`` names (``reaxopt.validate``); every problem
+    found is reported in one InputError."""
+    from reaxopt.io.params import set_values
+    from reaxopt.validate import validate_inputs
+
     ff = read_ffield(config.force_field)
     lgvdw = ff.lgvdw if config.energy.lgvdw is None else config.energy.lgvdw
     if lgvdw and not ff.lgvdw:
         raise InputError(f"energy.lgvdw is true but the force field {config.force_field} has no "
                          "low-gradient vdW line (a fifth line of 2 numbers per atom); use an lgvdw "
                          "force field or set lgvdw to false", file=config.path, key="energy.lgvdw")
-    params = read_params_files(config.params, ff)
-    training = _load_data(config.training, ff, config)
-    validation = None
+    problems = Problems()
+    specs, training, validation = [], DataSet(), None
+    with problems.collect():
+        specs = read_params_files(config.params, ff)
+    with problems.collect():
+        training = _load_data(config.training, ff, config)
     if config.validation is not None:
-        validation = _load_data(config.validation, ff, config)
-    elif config.split is not None:
+        with problems.collect():
+            validation = _load_data(config.validation, ff, config)
+    problems.raise_if_any()
+    if config.validation is None and config.split is not None:
         training, validation = split_data(training, config.split, config.path)
-    return Inputs(config, ff, params, training, validation, lgvdw)
+    fixed = [p for p in specs if p.fixed]
+    inputs = Inputs(config, set_values(ff, fixed, [p.lower for p in fixed]),
+                    [p for p in specs if not p.fixed], training, validation, lgvdw, fixed)
+    validate_inputs(inputs)
+    return inputs
 
 
 def _load_data(files: DataFiles, ff: FField, config: Config) -> DataSet:
+    """One data set's files, every problem of them in one InputError."""
     from reaxopt.io.ase_io import read_ase
     from reaxopt.io.geometry import read_geometries
 
-    data = DataSet()
+    data, problems = DataSet(), Problems()
+    complete = True  # every geometry file was read
     if files.geo is not None:
-        data.geometries = list(read_geometries(files.geo))
+        try:
+            data.geometries = list(read_geometries(files.geo))
+        except InputError as error:
+            problems.add(error)
+            complete = False
     for sf in files.structures:
-        structures = list(read_ase(sf.path, energy_unit=sf.energy_unit))
+        try:
+            structures = list(read_ase(sf.path, energy_unit=sf.energy_unit))
+        except InputError as error:
+            problems.add(error)
+            complete = False
+            continue
         if not structures:
-            raise InputError("the file holds no structures", file=sf.path)
+            problems.add(InputError("the file holds no structures", file=sf.path))
         for s in structures:
             if s.energy is None and s.forces is None:
-                raise InputError(f"structure '{s.name}' has neither a reference energy nor "
-                                 "reference forces; structured inputs need at least one",
-                                 file=s.source or sf.path, line=s.line)
+                problems.add(InputError(f"structure '{s.name}' has neither a reference energy "
+                                        "nor reference forces; structured inputs need at least "
+                                        "one", file=s.source or sf.path, line=s.line))
         data.structured.append(StructuredSet(
             sf.path, structures,
             config.loss.energy_weight if sf.weight_energy is None else sf.weight_energy,
             config.loss.forces_weight if sf.weight_forces is None else sf.weight_forces))
-    _check_unique_names(data.structures)
-    check_elements(data.structures, ff)
+    with problems.collect():
+        _check_unique_names(data.structures)
+    with problems.collect():
+        check_elements(data.structures, ff)
     if files.trainset is not None:
         from reaxopt.io.trainset import check_names, read_trainset
 
-        data.trainset = read_trainset(files.trainset)
-        check_names(data.trainset, {s.name for s in data.structures}, files.trainset)
+        with problems.collect():
+            data.trainset = read_trainset(files.trainset)
+            if complete:
+                check_names(data.trainset, {s.name for s in data.structures}, files.trainset)
+    problems.raise_if_any()
     return data
 
 
 def _check_unique_names(structures: list[Structure]) -> None:
     first: dict[str, Structure] = {}
+    problems = Problems()
     for s in structures:
         if s.name in first:
             other = first[s.name]
             where = f"{other.source}" + (f", line {other.line}" if other.line else "")
-            raise InputError(f"the structure name '{s.name}' is used twice (first in {where}); "
-                             "expected unique names", file=s.source, line=s.line)
+            problems.add(InputError(f"the structure name '{s.name}' is used twice (first in "
+                                    f"{where}); expected unique names", file=s.source,
+                                    line=s.line))
+            continue
         first[s.name] = s
+    problems.raise_if_any()
 
 
 def check_elements(structures: list[Structure], ff: FField) -> None:
-    """Every element of every structure must be an atom type of the force field."""
+    """Every element of every structure must be an atom type of the force field (one problem
+    per structure, at its first unknown atom)."""
     known = {sym.lower() for sym in ff.symbols}
+    problems = Problems()
     for s in structures:
         for k, sym in enumerate(s.symbols):
             if sym.lower() not in known:
-                raise InputError(
+                problems.add(InputError(
                     f"structure '{s.name}' has atom {k + 1} of element '{sym}', which the force "
                     f"field {ff.source} does not define (its elements: {', '.join(ff.symbols)})",
-                    file=s.source, line=_atom_line(s, k))
+                    file=s.source, line=_atom_line(s, k)))
+                break
+    problems.raise_if_any()
 
 
 def _atom_line(s: Structure, k: int) -> int | None:
@@ -285,4 +323,8 @@ def summary(inputs: Inputs) -> str:
     out += ["  " + line for line in _table(
         ["#", "parameter", "sec/entry/par", "value", "lower", "upper", "step", "line"], rows,
         right={0, 3, 4, 5, 6, 7})]
+    if inputs.fixed:
+        out.append(f"held fixed (equal bounds, not fitted): {len(inputs.fixed)}: "
+                   + ", ".join(f"{p.label} = {_number(p.lower)} (line {p.line})"
+                               for p in inputs.fixed))
     return "\n".join(out) + "\n"

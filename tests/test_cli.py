@@ -8,24 +8,19 @@ edited in ``tmp_path``.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import reaxopt
 from reaxopt.cli import main
+from input_helpers import assert_input_error, cobalt_copy, edit_line, line_of, run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 ENTRY_POINT = Path(sys.executable).parent / "reaxopt"
-
-
-def run(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,35 +245,7 @@ def test_convert_with_a_missing_input_writes_nothing(shared_datasets, tmp_path):
 @pytest.fixture
 def cobalt(shared_datasets, tmp_path) -> Path:
     """A config over copies of the cobalt inputs in tmp_path (edit them freely)."""
-    for name in ("ffield_lit", "geo", "trainset.in", "params"):
-        shutil.copy(shared_datasets / "cobalt" / name, tmp_path / name)
-    config = tmp_path / "config.yaml"
-    config.write_text("force_field: ffield_lit\nparams: params\ngeo: geo\n"
-                      "trainset: trainset.in\n")
-    return config
-
-
-def edit_line(path: Path, number: int, new: str) -> None:
-    lines = path.read_text().splitlines()
-    lines[number - 1] = new
-    path.write_text("\n".join(lines) + "\n")
-
-
-def line_of(path: Path, pattern: str) -> int:
-    """1-based number of the first line matching ``pattern``."""
-    return next(k for k, line in enumerate(path.read_text().splitlines(), start=1)
-                if re.search(pattern, line))
-
-
-def assert_input_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    message = result.stderr
-    assert message.startswith("error: ") and message.count("\n") == 1, message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
+    return cobalt_copy(shared_datasets, tmp_path)
 
 
 def test_truncated_ffield(cobalt):

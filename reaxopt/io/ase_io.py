@@ -9,12 +9,13 @@ Forces are in the frame's info key ``forces_unit`` (such as ``kcal/mol/Angstrom`
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, Problems
 from reaxopt.structure import Structure
 
 RUN_TYPES = ("single_point", "minimize", "cell_opt")
@@ -95,7 +96,7 @@ def _reference(atoms, sources):
             return np.array(atoms.arrays[key], dtype=float)
         if where == "calc" and key in results:
             value = results[key]
-            return np.array(value, dtype=float) if np.ndim(value) else float(value)
+            return np.array(value, dtype=float) if np.ndim(value) else value
     return None
 
 
@@ -109,13 +110,29 @@ def _force_factor(atoms, energy_factor: float, path: Path) -> float:
         raise InputError(f"{exc} in the file's info key", file=path, key="forces_unit") from None
 
 
+def _real(value, what: str, name: str, path, line: int | None) -> float:
+    """``value`` as a float, or InputError naming the frame: info values that are not numbers
+    (``energy=abc``) reach here as text."""
+    try:
+        if isinstance(value, (str, bytes, bool, np.bool_)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"frame '{name}': the {what} is {value!r}, expected a number",
+                         file=path, line=line) from None
+
+
 def atoms_to_structure(atoms, name: str, *, factor: float, force_factor: float | None = None,
-                       source: str | None = None, path: Path | None = None) -> Structure:
+                       source: str | None = None, path: Path | None = None,
+                       line: int | None = None) -> Structure:
     """A Structure from an ASE Atoms: energies times ``factor`` (to kcal/mol), forces times
-    ``force_factor`` (to kcal/mol/Å; default ``factor``)."""
+    ``force_factor`` (to kcal/mol/Å; default ``factor``). line: where the frame starts in its
+    file, for messages."""
     force_factor = factor if force_factor is None else force_factor
     info = atoms.info
     energy = _reference(atoms, ENERGY_SOURCES)
+    if energy is not None:
+        energy = _real(energy, "reference energy", name, path, line)
     forces = _reference(atoms, FORCE_SOURCES)
     charges = _reference(atoms, CHARGE_SOURCES)
     n = len(atoms)
@@ -124,32 +141,56 @@ def atoms_to_structure(atoms, name: str, *, factor: float, force_factor: float |
         cell = np.array(atoms.cell[:], dtype=float)
         if abs(np.linalg.det(cell)) < 1e-12:
             raise InputError(f"frame '{name}' is periodic (pbc {atoms.pbc.tolist()}) but its cell "
-                             "has zero volume: give a cell or set pbc to F F F", file=path)
+                             "has zero volume: give a cell or set pbc to F F F", file=path,
+                             line=line)
     run_type = str(_scalar(info.get("run_type", "single_point")))
     if run_type not in RUN_TYPES:
         raise InputError(f"frame '{name}' has run_type '{run_type}', expected one of "
-                         f"{', '.join(RUN_TYPES)}", file=path, key="run_type")
+                         f"{', '.join(RUN_TYPES)}", file=path, line=line, key="run_type")
     total_charge = 0.0
     for key in TOTAL_CHARGE_KEYS:
         if key in info:
-            total_charge = float(_scalar(info[key]))
+            total_charge = _real(_scalar(info[key]), f"total charge ('{key}')", name, path, line)
             break
     max_iterations = info.get("max_iterations")
+    if max_iterations is not None:
+        steps = _real(_scalar(max_iterations), "max_iterations", name, path, line)
+        if not (math.isfinite(steps) and steps >= 0 and steps == int(steps)):
+            raise InputError(f"frame '{name}': max_iterations is {max_iterations!r}, expected a "
+                             "whole number of steps, 0 or more", file=path, line=line)
     extra = {k: _scalar(v) for k, v in info.items()}
     if cell is not None and not atoms.pbc.all():
         extra["pbc"] = atoms.pbc.tolist()
     if forces is not None and np.shape(forces) != (n, 3):
         raise InputError(f"frame '{name}': forces have shape {np.shape(forces)}, expected "
-                         f"({n}, 3)", file=path)
+                         f"({n}, 3)", file=path, line=line)
     return Structure(
         name=name, symbols=atoms.get_chemical_symbols(),
         positions=np.array(atoms.positions, dtype=float), cell=cell, total_charge=total_charge,
         run_type=run_type,
-        max_iterations=None if max_iterations is None else int(_scalar(max_iterations)),
-        energy=None if energy is None else float(energy) * factor,
+        max_iterations=None if max_iterations is None else int(steps),
+        energy=None if energy is None else energy * factor,
         forces=None if forces is None else np.asarray(forces, dtype=float) * force_factor,
         charges=None if charges is None else np.asarray(charges, dtype=float),
-        source=source, extra=extra)
+        source=source, line=line, extra=extra)
+
+
+def frame_lines(path: Path, n_frames: int) -> list[int | None]:
+    """The line each frame of an (extended) XYZ file starts on (its atom-count line); None for
+    every frame of another format or of a file that does not follow that layout."""
+    unknown = [None] * n_frames
+    if path.suffix.lower() not in (".xyz", ".extxyz"):
+        return unknown
+    starts, line = [], 1
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.readlines()
+        while len(starts) < n_frames and line <= len(text):
+            starts.append(line)
+            line += int(text[line - 1].split()[0]) + 2
+    except (OSError, ValueError, IndexError):
+        return unknown
+    return starts if len(starts) == n_frames else unknown
 
 
 def read_ase(path: str | os.PathLike, *, energy_unit: str | None = None,
@@ -181,9 +222,9 @@ def read_ase(path: str | os.PathLike, *, energy_unit: str | None = None,
         frames = [frames]
     if not frames:
         raise InputError("no frames found in the geometry file", file=path)
-    structures, seen = [], set()
+    structures, seen, problems = [], set(), Problems()
+    lines = frame_lines(path, len(frames))
     for k, atoms in enumerate(frames):
-        factor, _ = _unit_of(atoms, energy_unit, path)
         info = atoms.info
         if "name" in info:
             name = str(_scalar(info["name"]))
@@ -194,10 +235,15 @@ def read_ase(path: str | os.PathLike, *, energy_unit: str | None = None,
         if name in seen:
             name = f"{name}_{k}"
         if name in seen:
-            raise InputError(f"frame {k} would be named '{name}', which an earlier frame has: "
-                             "give unique info 'name' values", file=path)
+            problems.add(InputError(f"frame {k} would be named '{name}', which an earlier frame "
+                                    "has: give unique info 'name' values", file=path,
+                                    line=lines[k]))
+            continue
         seen.add(name)
-        structures.append(atoms_to_structure(
-            atoms, name, factor=factor, force_factor=_force_factor(atoms, factor, path),
-            source=str(path), path=path))
+        with problems.collect():
+            factor, _ = _unit_of(atoms, energy_unit, path)
+            structures.append(atoms_to_structure(
+                atoms, name, factor=factor, force_factor=_force_factor(atoms, factor, path),
+                source=str(path), path=path, line=lines[k]))
+    problems.raise_if_any()
     return structures

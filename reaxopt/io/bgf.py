@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, Problems
 from reaxopt.io.files import read_input_text, write_text_atomic
 from reaxopt.io.ase_io import energy_unit_factor
 from reaxopt.structure import Restraint, Structure
@@ -289,6 +289,7 @@ class _Builder:
         self.molcharge: list[tuple[int, int, float, int]] = []
         self.vchange: tuple[float, int] | None = None
         self.state = {"run_type": None, "max_iterations": None, "extra": {}}
+        self.broken = False  # a line had a problem: the structure is skipped
 
     def _rescale(self, previous: Structure | None, where: str) -> None:
         """VCHANGE f: the previous structure with its cell volume times f (same fractional
@@ -383,12 +384,22 @@ class _Builder:
 
 
 def parse_bgf(text: str, path: str | os.PathLike = "<bgf>") -> list[Structure]:
-    """Parse the text of a BGF file with one or more structures (see the module docstring)."""
+    """Parse the text of a BGF file with one or more structures (see the module docstring).
+
+    A structure with a problem is skipped up to its END and the next one read, so that one
+    InputError reports the problems of every structure."""
     path = str(path)
     structures: list[Structure] = []
     name_lines: dict[str, int] = {}
     current: _Builder | None = None
     last_line = 0
+    problems = Problems()
+
+    def finish(end_line: int) -> None:
+        if not current.broken:
+            with problems.collect():
+                structures.append(current.finish(end_line, structures[-1] if structures
+                                                 else None))
 
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -401,139 +412,163 @@ def parse_bgf(text: str, path: str | os.PathLike = "<bgf>") -> list[Structure]:
 
         if keyword == "END" and upper == "END":
             if current is None:
-                raise InputError("END without a structure before it (two END lines in a row?)",
-                                 file=path, line=number)
-            structures.append(current.finish(number, structures[-1] if structures else None))
+                problems.add(InputError("END without a structure before it (two END lines in a "
+                                        "row?)", file=path, line=number))
+            else:
+                finish(number)
             current = None
             continue
         if keyword in _VERSION_KEYWORDS and current is not None and (current.positions
                                                                      or current.vchange):
-            raise InputError(f"a new {keyword} line starts before the END of structure "
-                             f"'{current.name}' (line {current.line}): add END", file=path,
-                             line=number)
+            problems.add(InputError(f"a new {keyword} line starts before the END of structure "
+                                    f"'{current.name}' (line {current.line}): add END",
+                                    file=path, line=number))
+            current = None
         if current is None:
             current = _Builder(path, number, len(structures))
-        b = current
-
-        if keyword in _VERSION_KEYWORDS:
-            b.extra["version"] = line
-        elif keyword == "DESCRP":
-            tokens = body.split()
-            if not tokens:
-                raise b.error("DESCRP needs a structure name", number)
-            if b.name is not None:
-                raise b.error(f"a second DESCRP line in one structure (the first, line "
-                              f"{b.name_line}, named it '{b.name}'): is an END missing?", number)
-            name = tokens[0]
-            if name in name_lines:
-                raise b.error(f"the structure name '{name}' is used twice, on lines "
-                              f"{name_lines[name]} and {number}: names must be unique", number)
-            name_lines[name] = number
-            b.name, b.name_line = name, number
-            if len(tokens) > 1:
-                b.extra["descrp"] = body.strip()
-        elif keyword == "REMARK":
-            b.keep("remarks", body.strip())
-        elif keyword == "FORMAT":
-            pass  # the layout is fixed (ReaxFF ignores FORMAT lines too); write_bgf writes them
-        elif keyword == "RUTYPE":
-            b.keep("rutype", body.strip())
-            try:
-                known = _parse_rutype(body, b.state)
-            except ValueError as exc:
-                raise b.error(f"cannot read '{line}': {exc}", number) from None
-            if not known:
-                warnings.warn(f"{path}, line {number}: unknown RUTYPE '{body.strip()}' kept in "
-                              "extra['rutype'] and not used", stacklevel=2)
-        elif keyword == "CRYSTX":
-            values = _floats(body.split(), 6)
-            if values is None or len(body.split()) != 6:
-                raise b.error(f"CRYSTX needs 6 numbers (a b c in Å, alpha beta gamma in degrees), "
-                              f"found '{body.strip()}'", number)
-            try:
-                b.cell = cell_vectors(*values)
-            except ValueError as exc:
-                raise b.error(f"CRYSTX: {exc}", number) from None
-        elif keyword in ("HETATM", "ATOM"):
-            try:
-                name, ffield_type, xyz, charge = parse_atom_line(line)
-            except ValueError as exc:
-                raise b.error(f"cannot read the atom line '{line}': {exc}", number) from None
-            b.names.append(name)
-            b.types.append(ffield_type)
-            b.positions.append(xyz)
-            b.charges.append(charge)
-        elif keyword in ("CONECT", "ORDER"):
-            tokens = body.split()
-            numeric = all(t.isdigit() for t in tokens)
-            kept = tuple(int(t) for t in tokens) if numeric else body.strip()
-            b.keep("conect" if keyword == "CONECT" else "order", kept)
-        elif keyword == "UNIT":
-            tokens = body.split()
-            if len(tokens) >= 2 and tokens[0].upper() == "ENERGY":
-                b.energy_unit = (tokens[1], number)
-                b.extra["energy_unit"] = tokens[1]
-            else:
-                b.keep("other", line)
-                warnings.warn(f"{path}, line {number}: unknown UNIT line '{line}' kept in "
-                              "extra['other'] and not used", stacklevel=2)
-        elif keyword == "ENERGY":
-            values = _floats(body.split(), 1)
-            if values is None:
-                raise b.error(f"ENERGY needs a number, found '{body.strip()}'", number)
-            b.energy = (values[0], number)
-        elif keyword == "MOLCHARGE":
-            tokens = body.split()
-            try:
-                first, last, q = int(tokens[0]), int(tokens[1]), float(tokens[2])
-            except (IndexError, ValueError):
-                raise b.error(f"MOLCHARGE needs first atom, last atom and charge, found "
-                              f"'{body.strip()}'", number) from None
-            b.molcharge.append((first, last, q, number))
-        elif any(upper.startswith(k) for k in RESTRAINT_KINDS):
-            key = next(k for k in RESTRAINT_KINDS if upper.startswith(k))
-            try:
-                restraint, window = parse_restraint(key, line[len(key):])
-            except ValueError as exc:
-                raise b.error(f"cannot read the {key} line: {exc}", number) from None
-            if window is not None:
-                b.windows[len(b.restraints)] = window
-            b.restraints.append((restraint, number))
-        elif keyword == "VCHANGE":
-            values = _floats(body.split(), 1)
-            if values is None or values[0] <= 0.0:
-                raise b.error(f"VCHANGE needs a positive volume factor, found '{body.strip()}'",
-                              number)
-            b.vchange = (values[0], number)
-        elif keyword == "FFIELD":
-            b.extra["ffield"] = body.strip()  # the force field a ReaxFF run wrote it with
-        elif keyword == "AXES":
-            if body.split() != ["ZYX"]:
-                raise b.error(f"AXES {body.strip()} is not supported: coordinates must be in "
-                              "ReaxFF's frame, AXES ZYX (c along z, b in the yz plane)", number)
-            b.extra["axes"] = "ZYX"
-        else:
-            b.keep("other", line)
-            warnings.warn(f"{path}, line {number}: unknown BGF keyword '{keyword}' kept in "
-                          "extra['other'] and not used", stacklevel=2)
+        if current.broken:
+            continue  # the rest of a structure with a problem, up to its END
+        try:
+            _record(current, keyword, line, body, number, name_lines)
+        except InputError as error:
+            problems.add(error)
+            current.broken = True
 
     if current is not None:
-        if not current.positions and current.vchange is None:
-            raise InputError(f"the file ends inside structure '{current.name or current.index + 1}'"
-                             " (line " f"{current.line}) before any atom line and without END",
-                             file=path, line=last_line)
-        structures.append(current.finish(last_line, structures[-1] if structures else None))
+        if not current.positions and current.vchange is None and not current.broken:
+            problems.add(InputError(f"the file ends inside structure "
+                                    f"'{current.name or current.index + 1}' (line "
+                                    f"{current.line}) before any atom line and without END",
+                                    file=path, line=last_line))
+        else:
+            finish(last_line)
+    problems.raise_if_any()
     if not structures:
         raise InputError("no structures found (expected BIOGRF/XTLGRF ... HETATM ... END)",
                          file=path)
     first_line: dict[str, int] = {}
     for s in structures:  # names made up for structures without DESCRP may clash
         if s.name in first_line:
-            raise InputError(f"the structure name '{s.name}' is used twice, by the structures on "
-                             f"lines {first_line[s.name]} and {s.line}: give each a unique "
-                             "DESCRP", file=path, line=s.line)
-        first_line[s.name] = s.line
+            problems.add(InputError(f"the structure name '{s.name}' is used twice, by the "
+                                    f"structures on lines {first_line[s.name]} and {s.line}: "
+                                    "give each a unique DESCRP", file=path, line=s.line))
+        first_line.setdefault(s.name, s.line)
+    problems.raise_if_any()
     return structures
+
+
+def _record(b: _Builder, keyword: str, line: str, body: str, number: int,
+            name_lines: dict[str, int]) -> None:
+    """Record one line of a structure in its builder: the header and atom keywords here, the
+    data keywords in ``_record_data``."""
+    if keyword in _VERSION_KEYWORDS:
+        b.extra["version"] = line
+    elif keyword == "DESCRP":
+        tokens = body.split()
+        if not tokens:
+            raise b.error("DESCRP needs a structure name", number)
+        if b.name is not None:
+            raise b.error(f"a second DESCRP line in one structure (the first, line "
+                          f"{b.name_line}, named it '{b.name}'): is an END missing?", number)
+        name = tokens[0]
+        if name in name_lines:
+            raise b.error(f"the structure name '{name}' is used twice, on lines "
+                          f"{name_lines[name]} and {number}: names must be unique", number)
+        name_lines[name] = number
+        b.name, b.name_line = name, number
+        if len(tokens) > 1:
+            b.extra["descrp"] = body.strip()
+    elif keyword == "REMARK":
+        b.keep("remarks", body.strip())
+    elif keyword == "FORMAT":
+        pass  # the layout is fixed (ReaxFF ignores FORMAT lines too); write_bgf writes them
+    elif keyword == "RUTYPE":
+        b.keep("rutype", body.strip())
+        try:
+            known = _parse_rutype(body, b.state)
+        except ValueError as exc:
+            raise b.error(f"cannot read '{line}': {exc}", number) from None
+        if not known:
+            warnings.warn(f"{b.path}, line {number}: unknown RUTYPE '{body.strip()}' kept in "
+                          "extra['rutype'] and not used", stacklevel=3)
+    elif keyword == "CRYSTX":
+        values = _floats(body.split(), 6)
+        if values is None or len(body.split()) != 6:
+            raise b.error(f"CRYSTX needs 6 numbers (a b c in Å, alpha beta gamma in degrees), "
+                          f"found '{body.strip()}'", number)
+        try:
+            b.cell = cell_vectors(*values)
+        except ValueError as exc:
+            raise b.error(f"CRYSTX: {exc}", number) from None
+    elif keyword in ("HETATM", "ATOM"):
+        try:
+            name, ffield_type, xyz, charge = parse_atom_line(line)
+        except ValueError as exc:
+            raise b.error(f"cannot read the atom line '{line}': {exc}", number) from None
+        b.names.append(name)
+        b.types.append(ffield_type)
+        b.positions.append(xyz)
+        b.charges.append(charge)
+    elif keyword in ("CONECT", "ORDER"):
+        tokens = body.split()
+        numeric = all(t.isdigit() for t in tokens)
+        kept = tuple(int(t) for t in tokens) if numeric else body.strip()
+        b.keep("conect" if keyword == "CONECT" else "order", kept)
+    else:
+        _record_data(b, keyword, line, body, number)
+
+
+def _record_data(b: _Builder, keyword: str, line: str, body: str, number: int) -> None:
+    """Record one line of energy, charge, restraint, cell-change or frame data."""
+    upper = line.upper()
+    if keyword == "UNIT":
+        tokens = body.split()
+        if len(tokens) >= 2 and tokens[0].upper() == "ENERGY":
+            b.energy_unit = (tokens[1], number)
+            b.extra["energy_unit"] = tokens[1]
+        else:
+            b.keep("other", line)
+            warnings.warn(f"{b.path}, line {number}: unknown UNIT line '{line}' kept in "
+                          "extra['other'] and not used", stacklevel=4)
+    elif keyword == "ENERGY":
+        values = _floats(body.split(), 1)
+        if values is None or not math.isfinite(values[0]):
+            raise b.error(f"ENERGY needs a number (finite), found '{body.strip()}'", number)
+        b.energy = (values[0], number)
+    elif keyword == "MOLCHARGE":
+        tokens = body.split()
+        try:
+            first, last, q = int(tokens[0]), int(tokens[1]), float(tokens[2])
+        except (IndexError, ValueError):
+            raise b.error(f"MOLCHARGE needs first atom, last atom and charge, found "
+                          f"'{body.strip()}'", number) from None
+        b.molcharge.append((first, last, q, number))
+    elif any(upper.startswith(k) for k in RESTRAINT_KINDS):
+        key = next(k for k in RESTRAINT_KINDS if upper.startswith(k))
+        try:
+            restraint, window = parse_restraint(key, line[len(key):])
+        except ValueError as exc:
+            raise b.error(f"cannot read the {key} line: {exc}", number) from None
+        if window is not None:
+            b.windows[len(b.restraints)] = window
+        b.restraints.append((restraint, number))
+    elif keyword == "VCHANGE":
+        values = _floats(body.split(), 1)
+        if values is None or values[0] <= 0.0:
+            raise b.error(f"VCHANGE needs a positive volume factor, found '{body.strip()}'",
+                          number)
+        b.vchange = (values[0], number)
+    elif keyword == "FFIELD":
+        b.extra["ffield"] = body.strip()  # the force field a ReaxFF run wrote it with
+    elif keyword == "AXES":
+        if body.split() != ["ZYX"]:
+            raise b.error(f"AXES {body.strip()} is not supported: coordinates must be in "
+                          "ReaxFF's frame, AXES ZYX (c along z, b in the yz plane)", number)
+        b.extra["axes"] = "ZYX"
+    else:
+        b.keep("other", line)
+        warnings.warn(f"{b.path}, line {number}: unknown BGF keyword '{keyword}' kept in "
+                      "extra['other'] and not used", stacklevel=4)
 
 
 def read_bgf(path: str | os.PathLike) -> list[Structure]:

@@ -44,6 +44,7 @@ class Entry:
 
     types: tuple[int, ...]
     values: list[float]
+    line: int | None = field(default=None, compare=False)  # the file line it starts on
 
 
 @dataclass
@@ -75,6 +76,13 @@ class FField:
         return {"general": self.general, "atoms": self.atoms, "bonds": self.bonds,
                 "offdiagonal": self.offdiagonal, "angles": self.angles, "torsions": self.torsions,
                 "hbonds": self.hbonds}[name]
+
+    def ignored_entries(self) -> list[tuple[str, Entry]]:
+        """(section name, entry) of every line naming an atom type above the file's atom count:
+        LAMMPS skips such lines (published files have them), and so does reaxopt."""
+        n = len(self.atoms)
+        return [(name, e) for name in ("bonds", "offdiagonal", "angles", "torsions", "hbonds")
+                for e in self.section(name) if max(e.types) > n]
 
     def type_index(self, symbol: str) -> int:
         """1-based type index of an element symbol (case-insensitive)."""
@@ -148,8 +156,9 @@ def _entry(lines: _Lines, n_types: int, n_values: int, what: str, n_atoms: int,
         if t < (0 if allow_zero else 1):
             raise lines.error(f"atom type {t} on the {what} line must be "
                               f"{'0 (wildcard) or more' if allow_zero else 'at least 1'}")
+    line = lines.pos
     values = lines.floats(" ".join(tokens[n_types:n_types + n_values]), None, f"a {what}")
-    return Entry(types, values)
+    return Entry(types, values, line)
 
 
 def parse_ffield(text: str, path: str | os.PathLike = "<ffield>") -> FField:

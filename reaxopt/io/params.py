@@ -13,8 +13,10 @@ General parameters: the ReaxFF manual's example (``1 1 1 ... !1st general parame
 well and means the same; both are stored as entry n, parameter 1.
 
 The manual writes the maximum before the minimum; real files mostly write the minimum first.
-Either order is accepted: ``lower`` is the smaller bound, ``upper`` the larger. ``step`` is the
-search interval ReaxFF's parabolic search uses around the value.
+Either order is accepted (with one warning per file that writes the maximum first): ``lower`` is
+the smaller bound, ``upper`` the larger. Equal bounds hold a parameter fixed at that value
+(``ParamSpec.fixed``): it is set in the force field and left out of the fitted vector. ``step``
+is the search interval ReaxFF's parabolic search uses around the value.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, Problems
 from reaxopt.io.files import read_input_text
 from reaxopt.io.ffield import SECTIONS, FField
 
@@ -90,6 +92,11 @@ class ParamSpec:
     def section_name(self) -> str:
         return SECTIONS[self.section]
 
+    @property
+    def fixed(self) -> bool:
+        """Equal bounds: the parameter is held at that value and is not fitted."""
+        return self.lower == self.upper
+
 
 def read_params(path: str | os.PathLike, ffield: FField) -> list[ParamSpec]:
     """Read a params file and check every selection against ``ffield``."""
@@ -107,31 +114,48 @@ def read_params_files(paths, ffield: FField) -> list[ParamSpec]:
 
 def parse_params(text: str, ffield: FField, path: str | os.PathLike = "<params>",
                  seen: dict | None = None) -> list[ParamSpec]:
-    """Parse the text of a params file against ``ffield``; errors name ``path`` and the line.
-    seen: (section, entry, parameter) -> (path, line) of selections read before, updated (a
-    parameter selected again is an error)."""
+    """Parse the text of a params file against ``ffield``; errors name ``path`` and the line,
+    every bad line of the file in one report. seen: (section, entry, parameter) -> (path, line)
+    of selections read before, updated (a parameter selected again is an error)."""
     path = str(path)
     specs, seen = [], {} if seen is None else seen
     here: set = set()  # the keys this file selects
+    problems = Problems()
+    upper_first: list[int] = []  # lines that write the upper bound first
     for number, raw in enumerate(text.splitlines(), start=1):
         content = re.split(r"[#!]", raw, maxsplit=1)[0]
         if not content.strip():
             continue
-        spec = _spec(content, ffield, path, number)
+        try:
+            spec, swapped = _spec(content, ffield, path, number)
+        except InputError as error:
+            problems.add(error)
+            continue
+        if swapped:
+            upper_first.append(number)
         key = (spec.section, spec.entry, spec.parameter)
         if key in seen:
             first, line = seen[key]
             where = (f"on lines {line} and {number}" if key in here
                      else f"in {first}, line {line}, and here on line {number}")
-            raise InputError(f"{spec.label} is selected twice, {where}; keep one", file=path,
-                             line=number)
+            problems.add(InputError(f"{spec.label} is selected twice, {where}; keep one",
+                                    file=path, line=number))
+            continue
         seen[key] = (path, number)
         here.add(key)
         specs.append(spec)
+    problems.raise_if_any()
+    if upper_first:
+        shown = ", ".join(map(str, upper_first[:10])) + (", ..." if len(upper_first) > 10 else "")
+        warnings.warn(f"{path}: {len(upper_first)} line(s) write the upper bound before the lower "
+                      f"one (lines {shown}), as the ReaxFF manual does; each is read as the range "
+                      "between its two bounds", stacklevel=3)
     return specs
 
 
-def _spec(content: str, ffield: FField, path: str, number: int) -> ParamSpec:
+def _spec(content: str, ffield: FField, path: str, number: int) -> tuple[ParamSpec, bool]:
+    """The ParamSpec of one params line, and whether it writes the upper bound first."""
+
     def error(message: str) -> InputError:
         return InputError(message, file=path, line=number)
 
@@ -167,6 +191,13 @@ def _spec(content: str, ffield: FField, path: str, number: int) -> ParamSpec:
     if not 1 <= parameter <= n_values:
         raise error(f"parameter {parameter} is out of range: a {singular} entry has {n_values} "
                     f"values (1..{n_values})")
+    if name not in ("general", "atoms") and max(rows[entry - 1].types) > len(ffield.atoms):
+        types = " ".join(map(str, rows[entry - 1].types))
+        raise error(f"{singular} {entry} of the ffield (types {types}"
+                    + (f", ffield line {rows[entry - 1].line}" if rows[entry - 1].line else "")
+                    + f") names an atom type above the {len(ffield.atoms)} the ffield defines; "
+                    "LAMMPS ignores that line, so fitting it would have no effect: select a line "
+                    "of defined types, or add the atom type to the ffield")
     if step <= 0:
         raise error(f"the step must be positive, found {fields[3]}")
     lower, upper = min(bound1, bound2), max(bound1, bound2)
@@ -174,15 +205,16 @@ def _spec(content: str, ffield: FField, path: str, number: int) -> ParamSpec:
                      parameter_label(ffield, section, entry, parameter))
     value = get_value(ffield, spec)
     if lower == upper:
-        warnings.warn(f"{path}, line {number}: {spec.label} has equal bounds ({lower}); it cannot "
-                      "move", stacklevel=3)
-    if not lower <= value <= upper:
+        if value != lower:
+            warnings.warn(f"{path}, line {number}: {spec.label} has equal bounds ({lower}): it "
+                          f"is held fixed at {lower}, not at the ffield's {value}", stacklevel=3)
+    elif not lower <= value <= upper:
         warnings.warn(f"{path}, line {number}: {spec.label} starts at {value}, outside its bounds "
                       f"[{lower}, {upper}]; fitting clips it into them", stacklevel=3)
     if _name(name, entry, parameter) is None:
         warnings.warn(f"{path}, line {number}: {spec.label} is not used by ReaxFF as LAMMPS "
                       "computes it; fitting it has no effect", stacklevel=3)
-    return spec
+    return spec, bound1 > bound2
 
 
 def _fixed_width(content: str) -> list[str] | None:

@@ -39,7 +39,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from reaxopt.errors import InputError
+from reaxopt.errors import InputError, Problems
 from reaxopt.io.files import read_input_text
 
 # Section keyword (spaces removed, upper case) -> the name used in TrainingSet and in messages.
@@ -186,20 +186,34 @@ def _names_of(item) -> tuple[str, ...]:
     return (item.name,)
 
 
-def check_names(trainset: TrainingSet, known_names, path=None) -> None:
-    """Raise InputError for the first item naming a structure not in ``known_names``.
-
-    The message names the trainset file and line and suggests the closest known name.
-    """
+def missing_names(trainset: TrainingSet, known_names) -> dict[str, list[int]]:
+    """{name: the lines of the items that use it} for every structure name the items refer to
+    that is not in ``known_names``, in order of first use."""
     known = set(known_names)
+    missing: dict[str, list[int]] = {}
     for item in trainset.items():
         for name in _names_of(item):
-            if name in known:
-                continue
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else "."
-            raise InputError(f"structure '{name}' is not among the {len(known)} structures of the "
-                             f"geometry input{hint}", file=path or trainset.source, line=item.line)
+            if name not in known and item.line not in missing.setdefault(name, []):
+                missing[name].append(item.line)
+    return missing
+
+
+def check_names(trainset: TrainingSet, known_names, path=None) -> None:
+    """Raise InputError for every structure name the items use that is not in
+    ``known_names``: one problem per name, at the first line using it, with the lines of the
+    other items using it and the closest known name."""
+    known = sorted(set(known_names))
+    problems = Problems()
+    for name, lines in missing_names(trainset, known).items():
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else "."
+        also = (f" (also used on line{'s' if len(lines) > 2 else ''} "
+                f"{', '.join(map(str, lines[1:6]))}{', ...' if len(lines) > 6 else ''})"
+                if len(lines) > 1 else "")
+        problems.add(InputError(f"structure '{name}' is not among the {len(known)} structures "
+                                f"of the geometry input{also}{hint}",
+                                file=path or trainset.source, line=lines[0]))
+    problems.raise_if_any()
 
 
 def read_trainset(path: str | os.PathLike) -> TrainingSet:
@@ -215,6 +229,8 @@ def parse_trainset(text: str, path: str | os.PathLike = "<trainset.in>") -> Trai
                                    "CELL PARAMETERS")}
     section = None  # (name, line number of its keyword)
     group = ""
+    problems = Problems()
+    opened = 0  # items in the open section
     for number, raw in enumerate(text.splitlines(), start=1):
         content = re.split(r"[#!]", raw, maxsplit=1)[0].strip()
         if not content:
@@ -222,33 +238,58 @@ def parse_trainset(text: str, path: str | os.PathLike = "<trainset.in>") -> Trai
                 group = _group_title(raw, group)
             continue
         keyword = _keyword(content)
+        unknown = section is not None and section[0] is None  # inside an unknown section
         if keyword is not None:
             is_end, name = keyword
             if name is None:
-                raise InputError(f"unknown section keyword '{content}'; expected {_KNOWN} "
-                                 "(or END followed by one of them)", file=path, line=number)
+                if is_end and unknown:  # the END of the unknown section: already reported
+                    section = None
+                    continue
+                problems.add(InputError(f"unknown section keyword '{content}'; expected {_KNOWN} "
+                                        "(or END followed by one of them)", file=path,
+                                        line=number))
+                if not is_end:  # its lines are skipped up to its END
+                    section, opened = (None, number), 1
+                continue
+            if unknown:
+                section = None
+            if section is not None and (not is_end or section[0] == name) and opened == 0:
+                _warn_empty(path, section)
             if is_end:
                 if section is None or section[0] != name:
-                    open_text = f"the open section is {section[0]}" if section else "no section is open"
-                    raise InputError(f"'{content}' closes {name}, but {open_text}",
-                                     file=path, line=number)
+                    open_text = (f"the open section is {section[0]}" if section
+                                 else "no section is open")
+                    problems.add(InputError(f"'{content}' closes {name}, but {open_text}",
+                                            file=path, line=number))
+                    continue
                 section = None
             else:
                 if section is not None:
                     _warn_unclosed(path, section, f"{name} starts at line {number}")
-                section, group = (name, number), ""
+                section, group, opened = (name, number), "", 0
+            continue
+        if unknown:
             continue
         if section is None:
-            raise InputError(f"data line outside any section: '{content}'; a section starts with "
-                             f"a keyword line ({_KNOWN}) and ends with END<keyword>",
-                             file=path, line=number)
-        parse = _PARSERS[section[0]]
-        items[section[0]].append(parse(content.split(), _Where(path, number), group))
-    if section is not None:
+            problems.add(InputError(f"data line outside any section: '{content}'; a section "
+                                    f"starts with a keyword line ({_KNOWN}) and ends with "
+                                    "END<keyword>", file=path, line=number))
+            continue
+        with problems.collect():
+            items[section[0]].append(_PARSERS[section[0]](content.split(), _Where(path, number),
+                                                          group))
+        opened += 1
+    if section is not None and section[0] is not None:
+        if opened == 0:
+            _warn_empty(path, section)
         _warn_unclosed(path, section, "the file ends")
-    return TrainingSet(tuple(items["ENERGY"]), tuple(items["CHARGE"]), tuple(items["HEATFO"]),
-                       tuple(items["GEOMETRY"]), tuple(items["FORCES"]),
-                       tuple(items["CELL PARAMETERS"]), path)
+    problems.raise_if_any()
+    trainset = TrainingSet(tuple(items["ENERGY"]), tuple(items["CHARGE"]),
+                           tuple(items["HEATFO"]), tuple(items["GEOMETRY"]),
+                           tuple(items["FORCES"]), tuple(items["CELL PARAMETERS"]), path)
+    if not trainset.items():
+        warnings.warn(f"{path}: the training set holds no items", stacklevel=2)
+    return trainset
 
 
 def _keyword(content: str) -> tuple[bool, str | None] | None:
@@ -281,6 +322,11 @@ def _group_title(raw: str, current: str) -> str:
     if first.lower().lstrip("#") in _COLUMN_HEADER_WORDS:
         return current
     return text
+
+
+def _warn_empty(path: str, section: tuple[str, int]) -> None:
+    name, line = section
+    warnings.warn(f"{path}, line {line}: section {name} holds no items", stacklevel=3)
 
 
 def _warn_unclosed(path: str, section: tuple[str, int], where: str) -> None:

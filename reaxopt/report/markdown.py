@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reaxopt.errors import InputError
 from reaxopt.io.files import write_text_atomic
 from reaxopt.report import plots
 
@@ -30,6 +31,28 @@ NO_FAMILY = "(no family)"
 def missing_files(out: Path) -> list[str]:
     """The files ``write_report`` needs that ``out`` lacks."""
     return [name for name in REQUIRED if not (Path(out) / name).is_file()]
+
+
+def read_outputs(out: Path) -> tuple[list[dict], list[dict], dict]:
+    """(report.csv rows, history.csv rows, summary.json) of a fit's output directory;
+    InputError naming the file that cannot be read (truncated, or not a fit's)."""
+    import csv
+
+    def read(name, parse):
+        path = Path(out) / name
+        try:
+            return parse(path)
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+            raise InputError(f"cannot read {name} of a fit's outputs ({' '.join(str(exc).split())})"
+                             "; expected the file as `reaxopt fit` writes it (is it truncated? "
+                             "run the fit again, or resume it, to write it anew)",
+                             file=path) from None
+
+    summary = read("summary.json", lambda path: json.loads(path.read_text()))
+    if not isinstance(summary, dict):
+        raise InputError("expected a JSON object as `reaxopt fit` writes it",
+                         file=Path(out) / "summary.json")
+    return read("report.csv", plots.read_rows), read("history.csv", plots.read_rows), summary
 
 
 def structures_from_config(out: Path):
@@ -53,8 +76,17 @@ def error_stats(rows: list[dict]) -> dict:
     return out
 
 
-def _arrow(before: float, after: float) -> str:
-    return f"{before:.4g} → {after:.4g}"
+def _g(value, digits: int = 4) -> str:
+    """A number for the summary; 'n/a' where it does not exist or is not finite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{value:.{digits}g}" if math.isfinite(value) else "n/a"
+
+
+def _arrow(before, after) -> str:
+    return f"{_g(before)} → {_g(after)}"
 
 
 def _stats_table(groups: dict[tuple, list[dict]], first: list[str]) -> list[str]:
@@ -76,13 +108,14 @@ def summary_markdown(summary: dict, rows: list[dict], labels: dict[str, dict],
     lines = ["# reaxopt fit summary", "", f"Configuration: `{summary.get('config', '?')}`", ""]
     loss = summary.get("loss") or {}
     if loss:
-        lines.append(f"- training loss: {_arrow(loss['initial'], loss['final'])}")
+        lines.append(f"- training loss: {_arrow(loss.get('initial'), loss.get('final'))}")
     validation = summary.get("validation_loss")
     if validation:
-        lines.append(f"- validation loss: {_arrow(validation['initial'], validation['final'])}")
+        lines.append("- validation loss: "
+                     + _arrow(validation.get("initial"), validation.get("final")))
     if "wall_seconds" in summary:
-        lines.append(f"- wall time {summary['wall_seconds']:.1f} s, of which the first "
-                     f"evaluation with compilation {summary.get('compile_seconds', 0):.1f} s; "
+        lines.append(f"- wall time {_g(summary['wall_seconds'], 5)} s, of which the first "
+                     f"evaluation with compilation {_g(summary.get('compile_seconds'), 5)} s; "
                      f"{summary.get('evaluations', '?')} evaluations")
     lines += ["", "Units: energy kcal/mol, forces kcal/mol/Å, charge e, geometry and cell Å or "
               "degrees.", "", "## Errors per item kind", ""]
@@ -122,9 +155,7 @@ def write_report(out: Path, structures=None, warn=None) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"{out} is not a reaxopt fit output directory: it lacks "
                                 f"{', '.join(missing)}")
-    rows = plots.read_rows(out / "report.csv")
-    history = plots.read_rows(out / "history.csv")
-    summary = json.loads((out / "summary.json").read_text())
+    rows, history, summary = read_outputs(out)
     notes: list[str] = []
     if structures is None:
         try:

@@ -27,6 +27,13 @@ def _number(value) -> str:
     return f"{float(value):.10g}"
 
 
+def _g(value, digits: int = 6) -> str:
+    """A number for a text table; 'n/a' where it does not exist or is not finite."""
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    return f"{float(value):.{digits}g}"
+
+
 def _csv_text(columns, rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -84,11 +91,11 @@ def _table(headers, rows, right) -> list[str]:
 
 def _report_text(summary: dict, parameters: list[dict], rows: list[dict]) -> str:
     lines = [f"reaxopt fit report: {summary['config']}",
-             f"loss (training): initial {summary['loss']['initial']:.6g}, "
-             f"final {summary['loss']['final']:.6g}"]
+             f"loss (training): initial {_g(summary['loss']['initial'])}, "
+             f"final {_g(summary['loss']['final'])}"]
     if summary.get("validation_loss"):
         v = summary["validation_loss"]
-        lines.append(f"loss (validation): initial {v['initial']:.6g}, final {v['final']:.6g}")
+        lines.append(f"loss (validation): initial {_g(v['initial'])}, final {_g(v['final'])}")
     lines.append(f"wall time {summary['wall_seconds']:.1f} s (first evaluation with compilation "
                  f"{summary['compile_seconds']:.1f} s), {summary['evaluations']} evaluations")
     for label in ("training", "validation"):
@@ -99,8 +106,8 @@ def _report_text(summary: dict, parameters: list[dict], rows: list[dict]) -> str
         lines.append(f"{label} RMSE (kcal/mol, kcal/mol/Å, e, Å or degrees):")
         lines += ["  " + x for x in _table(
             ["kind", "items", "initial", "fitted"],
-            [[k, str(part["items"].get(k, 0)), f"{v['initial']:.6g}", f"{v['fitted']:.6g}"]
-             for k, v in part["rmse"].items() if v["initial"] is not None], right={1, 2, 3})]
+            [[k, str(part["items"].get(k, 0)), _g(v["initial"]), _g(v["fitted"])]
+             for k, v in part["rmse"].items() if k in part["items"]], right={1, 2, 3})]
     lines += ["", "parameters:"]
     lines += ["  " + x for x in _table(
         ["parameter", "initial", "fitted", "lower", "upper"],
@@ -114,8 +121,8 @@ def _report_text(summary: dict, parameters: list[dict], rows: list[dict]) -> str
             lines += ["", f"{label} {kind} items:"]
             lines += ["  " + x for x in _table(
                 ["item", "reference", "initial", "fitted", "error", "contribution"],
-                [[r["item"], f"{r['reference']:.6g}", f"{r['initial']:.6g}",
-                  f"{r['fitted']:.6g}", f"{r['error']:.4g}", f"{r['contribution']:.4g}"]
+                [[r["item"], _g(r["reference"]), _g(r["initial"]), _g(r["fitted"]),
+                  _g(r["error"], 4), _g(r["contribution"], 4)]
                  for r in selected], right={1, 2, 3, 4, 5})]
     return "\n".join(lines) + "\n"
 
@@ -136,6 +143,8 @@ def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_
         write_ffield(set_values(inputs.ffield, inputs.params,
                                 [float(v) for v in evaluation.theta]),
                      out / "ffield_lowest_training")
+    elif (out / "ffield_lowest_training").exists():  # an earlier run's, of a resumed run
+        (out / "ffield_lowest_training").unlink()
     rows = item_rows("training", problem.training_info, initial.training_residuals,
                      fitted.training_residuals)
     if problem.validation_info:
@@ -181,7 +190,8 @@ def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_
     summary = _json_safe(summary)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     write_text_atomic(out / "report.txt", _report_text(summary, parameters, rows))
-    config.dump(out / "config.yaml")
+    if not (out / "config.yaml").exists() or not (out / "config.yaml").samefile(config.path):
+        config.dump(out / "config.yaml")  # (a run of the output's own config keeps it as is)
     _write_figures(out, inputs, log)
     return summary
 
