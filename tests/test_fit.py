@@ -21,9 +21,11 @@ import scipy.optimize
 
 import reaxopt  # noqa: F401  (float64)
 from reaxopt.config import DataFiles, load_config
-from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, Relaxed, RunLog, _outer_step,
-                         _random_search, build_problem, make_evaluator, optimizer_message, run_fit,
-                         trust_update)
+from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, RunLog, build_problem,
+                         make_evaluator, optimizer_message, run_fit, trust_update)
+from reaxopt.fit.local import local_step
+from reaxopt.fit.starts import random_search
+from reaxopt.relaxation import Relaxed
 from reaxopt.inputs import load_inputs
 from reaxopt.io.ffield import read_ffield
 from reaxopt.io.params import get_value
@@ -417,7 +419,8 @@ def test_without_carry_every_relaxation_starts_from_the_inputs(config, tmp_path)
     with pytest.raises(FitInterrupted):
         run_fit(run, stream=False, stop_after_steps=1)
     # the checkpoint holds the relaxation of the current parameters: a resume places it
-    (positions, cell), = json.loads((tmp_path / "checkpoint.json").read_text())["geometries"]
+    (positions, cell), = json.loads((tmp_path / "checkpoint.json").read_text()
+                                    )["trials"][0]["geometries"]
     assert np.shape(positions) == (5, 3) and np.shape(cell) == (3, 3)
     run_fit(run, resume=True, stream=False)
     log = (tmp_path / "run.log").read_text()
@@ -459,37 +462,28 @@ def test_optimizer_message_spells_out_a_failed_line_search():
 
 def test_random_search_starts_from_the_lowest_loss_sample():
     """x·x over [-1, 1]²: the search keeps the start unless a uniform sample scores lower (one
-    non-finite sample never wins), draws its samples from the seeded generator, and scores
-    them all on the start's relaxed geometry."""
-    from types import SimpleNamespace
-
+    non-finite sample never wins) and draws its samples from the seeded generator, scoring the
+    start first."""
     lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
-    relaxed_for = []
-
-    def evaluate(theta, model):
-        assert model == "relaxed"
-        bad = bool(np.all(theta == samples[1]))
-        return SimpleNamespace(loss=float(theta @ theta), finite=not bad)
-
-    def model_at(theta, what):
-        relaxed_for.append((theta.tolist(), what))
-        return "relaxed"
-
     samples = np.random.default_rng(7).uniform(lower, upper, (3, 2))
-    lines, counter = [], {"evaluations": 0}
+    scored = []
+
+    def score(theta):
+        scored.append(theta.tolist())
+        return math.nan if np.all(theta == samples[1]) else float(theta @ theta)
+
     start = np.array([0.9, -0.95])
-    picked = _random_search(start, 3, lower, upper, np.random.default_rng(7), evaluate,
-                            model_at, counter, lines.append, trial=1)
+    picked, best = random_search(start, 3, lower, upper, np.random.default_rng(7), score)
     losses = [start @ start, math.inf] + [x @ x for x in samples[[0, 2]]]
-    best = [start, samples[1], samples[0], samples[2]][int(np.argmin(losses))]
+    expected = [start, samples[1], samples[0], samples[2]][int(np.argmin(losses))]
     # the samples are the seeded generator's first draws, scored after the start
-    assert picked.tolist() == best.tolist() and picked.tolist() != start.tolist()
-    assert counter["evaluations"] == 4 and relaxed_for == [(start.tolist(), "trial 2 start")]
-    assert lines == [f"trial 2: random search over 3 samples, best loss {min(losses):.6g}"]
+    assert scored == [start.tolist()] + samples.tolist()
+    assert picked.tolist() == expected.tolist() and picked.tolist() != start.tolist()
+    assert best == min(losses)
     # a start at the minimum is kept
     origin = np.zeros(2)
-    assert _random_search(origin, 3, lower, upper, np.random.default_rng(7), evaluate,
-                          model_at, counter, lines.append, trial=0).tolist() == [0.0, 0.0]
+    kept, zero = random_search(origin, 3, lower, upper, np.random.default_rng(7), score)
+    assert kept.tolist() == [0.0, 0.0] and zero == 0.0
 
 
 def test_trust_update_accepts_rejects_and_resizes():
@@ -518,7 +512,7 @@ def validation_worsens(monkeypatch):
     """Made-up losses over the real evaluation: training |u - 1|², validation |u - u₀ + 0.05|²
     (u: the parameters scaled to their bounds, u₀ the start): validation only gets worse as
     the fit moves towards u = 1."""
-    import reaxopt.fit as fit_module
+    import reaxopt.fit.run as fit_module
 
     real = fit_module.make_evaluator
 
@@ -563,13 +557,13 @@ def test_early_stopping_ends_a_trial_whose_validation_loss_stops_falling(
     assert "trial 1 step 2/4 done" in log and "trial 1 step 3 " not in log
     assert "trial 1: no validation loss below " in log and "for 2 outer steps" in log
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert saved["trial_ends"][0]["reason"] == "early stopping"
-    assert saved["trial_ends"][0]["stale_steps"] == 2
+    assert saved["trials"][0]["end_reason"] == "early stopping"
+    assert saved["trials"][0]["stale_steps"] == 2
     assert result.summary["best"]["step"] == 0  # the start, still selected on validation
 
 
 def test_patience_counts_outer_steps_since_the_lowest_validation_loss():
-    from reaxopt.fit import patience_update
+    from reaxopt.fit.observers import patience_update
 
     assert patience_update(None, 0, 5.0) == (5.0, 0)  # the first one seen
     assert patience_update(5.0, 0, 4.0) == (4.0, 0)  # lower: the count starts again
@@ -598,9 +592,9 @@ def test_resume_after_stop_matches_uninterrupted(uninterrupted, config, tmp_path
     with pytest.raises(FitInterrupted):
         run_fit(stopped, stream=False, stop_after_steps=1)
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert saved["step"] == 1 and not saved["finished"]
+    assert saved["trials"][0]["step"] == 1 and not saved["finished"]
     # the relaxed geometry of the one minimised structure, carried to the next step
-    (positions, cell), = saved["geometries"]
+    (positions, cell), = saved["trials"][0]["geometries"]
     assert np.shape(positions) == (5, 3) and np.shape(cell) == (3, 3)
     resumed = run_fit(stopped, resume=True, stream=False)
     log = (tmp_path / "run.log").read_text()
@@ -636,7 +630,7 @@ def test_sigterm_saves_checkpoint_and_resume_matches(uninterrupted, config, tmp_
         run_fit(run, stream=_SignalAt("step 2 iter    2"))
     assert caught.value.exit_code == 143
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert saved["step"] == 1  # the last completed outer step
+    assert saved["trials"][0]["step"] == 1  # the last completed outer step
     assert "SIGTERM" in (tmp_path / "run.log").read_text()
     resumed = run_fit(run, resume=True, stream=False)
     np.testing.assert_array_equal(_final(resumed)[0], _final(uninterrupted)[0])
@@ -646,9 +640,9 @@ def test_resume_with_more_steps_continues_a_finished_run(uninterrupted, config, 
     short = _with(config, tmp_path, steps=1)
     run_fit(short, stream=False)
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert saved["finished"] and saved["trial"] == 1
-    (end,) = saved["trial_ends"]
-    assert end["reason"] == "steps" and end["steps"] == 1 and len(end["geometries"]) == 1
+    (trial,) = saved["trials"]
+    assert saved["finished"] and trial["end_reason"] is None  # it ran out of steps
+    assert trial["step"] == 1 and len(trial["geometries"]) == 1
     # given its second step afterwards, the trial ends where the two-step run does
     longer = _with(config, tmp_path, steps=2)
     resumed = run_fit(longer, resume=True, stream=False)
@@ -669,32 +663,47 @@ def test_resume_with_more_steps_continues_a_finished_run(uninterrupted, config, 
 
 
 def test_only_trials_that_ran_out_of_steps_are_extended():
-    from reaxopt.fit import State, _extendable
+    from reaxopt.fit import RunState, Trial
 
-    opt = _optimizer_options(steps=5)
-    assert _extendable({"reason": "steps", "steps": 3}, opt)
-    assert not _extendable({"reason": "steps", "steps": 5}, opt)
-    assert not _extendable({"reason": "trust radius", "steps": 3}, opt)
-    assert not _extendable({"reason": "converged", "steps": 2}, opt)
-    assert not _extendable(None, opt)
+    assert Trial(1, [0.5], step=3).has_steps(5)
+    assert not Trial(1, [0.5], step=5).has_steps(5)
+    assert not Trial(1, [0.5], step=3, end_reason="trust radius").has_steps(5)
+    assert not Trial(1, [0.5], step=2, end_reason="converged").has_steps(5)
     # a checkpoint written before trial ends were kept still loads, its ended trial as ended
-    old = State.from_json({"version": 1, "trial": 0, "step": 4, "trial_done": True})
-    assert old.end_reason == "ended" and old.trial_ends == []
+    old = RunState.from_json({"version": 1, "trial": 0, "step": 4, "theta": [0.5],
+                              "trial_done": True})
+    assert [(t.number, t.step, t.end_reason) for t in old.trials] == [(1, 4, "ended")]
+
+
+def test_version_1_checkpoints_load_as_trials():
+    """Version 1 kept the trial in progress at the top level and the ended ones in
+    trial_ends; a trial that ran out of steps ('steps') goes on when given more."""
+    from reaxopt.fit import RunState
+
+    end = {"trial": 1, "reason": "steps", "steps": 3, "theta": [0.1], "radius": 0.2,
+           "geometries": None, "trial_best_selection": 7.0, "stale_steps": 1}
+    data = {"version": 1, "labels": ["a"], "trial": 1, "step": 2, "theta": [0.3],
+            "radius": 0.05, "geometries": None, "end_reason": None, "trial_ends": [end],
+            "best": None, "history": [], "finished": False}
+    state = RunState.from_json(data)
+    first, second = state.trials
+    assert (first.number, first.theta, first.step, first.radius, first.end_reason,
+            first.best_selection, first.stale_steps) == (1, [0.1], 3, 0.2, None, 7.0, 1)
+    assert (second.number, second.theta, second.step, second.radius) == (2, [0.3], 2, 0.05)
+    assert RunState.from_json(state.to_json()) == state
 
 
 def test_progress_counts_the_outer_steps_of_all_trials():
-    from reaxopt.fit import State, _steps_done
+    from reaxopt.fit import RunState, Trial
 
-    opt = _optimizer_options(steps=5, trials=3)
-    state = State(labels=[])
-    assert _steps_done(state, opt) == 0
+    state = RunState(labels=[])
+    assert state.steps_done(5, 3) == 0
     # trial 1 ran out at 3 of 5 steps (a resume extends it), trial 2 converged after 2: done
-    state.trial_ends = [{"reason": "steps", "steps": 3}, {"reason": "converged", "steps": 2}]
-    state.trial = 2
-    assert _steps_done(state, opt) == 3 + 5
+    state.trials = [Trial(1, [0.5], step=3), Trial(2, [0.5], step=2, end_reason="converged")]
+    assert state.steps_done(5, 3) == 3 + 5
     # the resume continues trial 1, now at its step 4
-    state.trial, state.theta, state.step = 0, [0.5], 4
-    assert _steps_done(state, opt) == 4 + 5
+    state.trials[0].step = 4
+    assert state.steps_done(5, 3) == 4 + 5
 
 
 class _SwallowedSignalAt(_SignalAt):
@@ -714,7 +723,7 @@ def test_a_swallowed_sigterm_still_stops_the_fit(config, tmp_path):
         run_fit(run, stream=_SwallowedSignalAt("step 2 iter    2"))
     assert caught.value.exit_code == 143
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert saved["step"] == 1 and not saved["finished"]
+    assert saved["trials"][0]["step"] == 1 and not saved["finished"]
     assert "trial 1 step 2 iter    3" not in (tmp_path / "run.log").read_text()
 
 
@@ -730,7 +739,7 @@ def test_zero_steps_evaluates_the_given_force_field(config, tmp_path):
 
 def test_non_finite_loss_steers_the_optimizer_away():
     """A stub problem: a quadratic in [0, 2] whose loss is NaN above 1.5."""
-    lines = []
+    met = []
 
     def evaluate(theta):
         x = float(theta[0])
@@ -739,15 +748,14 @@ def test_non_finite_loss_steers_the_optimizer_away():
         return Evaluation(np.array(theta), value, gradient, value, None, np.zeros(1), None,
                           [] if x <= 1.5 else ["blown_up"], math.isfinite(value))
 
-    opt = _optimizer_options()
-    state = _stub_state()
-    seen = []
-    result, last = _outer_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]), opt,
-                               lines.append, {"evaluations": 0},
-                               lambda ev, *a: seen.append(ev.loss), 0, 0, state, lambda: 0.0)
+    outcome = local_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]),
+                         _optimizer_options(), on_non_finite=met.append)
+    result = outcome.result
     assert math.isfinite(result.fun) and result.fun < BAD_LOSS
     assert 0.0 <= result.x[0] * 2.0 <= 1.5 + 1e-9
-    assert any("non-finite" in line and "blown_up" in line for line in lines)
+    assert met and all(ev.bad_structures == ["blown_up"] for ev in met)
+    # the nearest non-finite point, in scaled units from the start u = 0.1
+    assert outcome.non_finite == pytest.approx(min(float(ev.theta[0]) / 2.0 for ev in met) - 0.1)
 
 
 def test_outer_step_stays_within_the_trust_radius():
@@ -758,16 +766,13 @@ def test_outer_step_stays_within_the_trust_radius():
         return Evaluation(np.array(theta), (x - 1.8) ** 2, np.array([2 * (x - 1.8)]),
                           (x - 1.8) ** 2, None, np.zeros(1), None, [], True)
 
-    state = _stub_state()
-    result, _ = _outer_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]),
-                            _optimizer_options(), lambda line: None, {"evaluations": 0},
-                            lambda *a: None, 0, 0, state, lambda: 0.0, radius=0.1)
-    assert result.x[0] * 2.0 == pytest.approx(0.4, abs=1e-12)
-
-
-def _stub_state():
-    """What ``_outer_step`` reads and appends to of the run state."""
-    return type("S", (), {"best": {"selection": math.inf}, "history": []})()
+    seen = []
+    outcome = local_step(evaluate, np.array([0.2]), np.array([0.0]), np.array([2.0]),
+                         _optimizer_options(), radius=0.1,
+                         on_iteration=lambda ev, k: seen.append(k))
+    assert outcome.result.x[0] * 2.0 == pytest.approx(0.4, abs=1e-12)
+    assert seen == list(range(1, outcome.iterations + 1)) and outcome.non_finite is None
+    assert outcome.start_loss == pytest.approx(1.6 ** 2)
 
 
 def _optimizer_options(**options):
@@ -793,15 +798,16 @@ def test_cli_fit_writes_outputs_and_reports_bad_resume(config, monkeypatch):
 
 def test_resume_refuses_saved_geometries_of_other_structures(tmp_path):
     from reaxopt.errors import InputError
-    from reaxopt.fit import State, _check_saved_geometries
+    from reaxopt.fit import RunState, Trial
+    from reaxopt.fit.state import check_saved_geometries
 
     two_atoms = [[[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.eye(3).tolist()]]
-    _check_saved_geometries(State(geometries=two_atoms, start_geometries=two_atoms), [2],
-                            tmp_path / "checkpoint.json")
+    state = RunState(trials=[Trial(1, [0.0], geometries=two_atoms)], start_geometries=two_atoms)
+    check_saved_geometries(state, [2], tmp_path / "checkpoint.json")
     for counts in ([3], [2, 2], []):
         with pytest.raises(InputError, match="do not match"):
-            _check_saved_geometries(State(start_geometries=two_atoms), counts,
-                                    tmp_path / "checkpoint.json")
+            check_saved_geometries(RunState(start_geometries=two_atoms), counts,
+                                   tmp_path / "checkpoint.json")
 
 
 def test_model_batches_hold_every_structure_once(config):
@@ -830,7 +836,7 @@ def test_single_point_steps_hold_the_gates_and_select_on_lammps_losses(config, t
 
     from ase.io import read, write
 
-    from reaxopt.fit import _gated_at, _gates_hold
+    from reaxopt.fit.problem import gated_at, gates_hold_at
 
     frames = read(config.path.parent / "small.extxyz", ":")
     for atoms in frames:
@@ -852,7 +858,7 @@ def test_single_point_steps_hold_the_gates_and_select_on_lammps_losses(config, t
     best, lowest = result.state.best, result.state.lowest_training
     theta_best = np.array(best["theta"])
     # the fit crossed thresholds: the starting force field's gates do not hold at its end
-    assert not _gates_hold(problem, _gated_at(problem, problem.theta_start), theta_best)
+    assert not gates_hold_at(problem, gated_at(problem, problem.theta_start), theta_best)
     for chosen in (best, lowest):
         ev = live(np.array(chosen["theta"]))
         assert ev.loss == pytest.approx(chosen["loss"], rel=1e-10)

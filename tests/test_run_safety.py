@@ -191,12 +191,12 @@ def test_resume_refuses_changed_inputs_unless_accepted(folder):
 
 
 def test_an_internal_error_is_logged_and_reported_in_one_paragraph(folder, monkeypatch):
-    import reaxopt.fit
+    import reaxopt.fit.driver
 
     def broken(*args, **kwargs):
         raise RuntimeError("a defect in the driver")
 
-    monkeypatch.setattr(reaxopt.fit, "trust_update", broken)
+    monkeypatch.setattr(reaxopt.fit.driver, "trust_update", broken)
     monkeypatch.setenv("REAXOPT_CACHE_DIR", "off")
     config_in(folder, "internal", steps=1)
     result = run("fit", folder / "internal.yaml")
@@ -262,5 +262,5 @@ def test_a_full_disk_mid_run_names_the_file_and_keeps_the_checkpoint(folder, mon
     assert f"cannot write {out / 'checkpoint.json'}: No space left" in result.stderr
     assert ".tmp" not in result.stderr and result.stderr.count("\n") == 1
     saved = json.loads((out / "checkpoint.json").read_text())  # the first one, intact
-    assert saved["step"] == 1, result.stderr
+    assert saved["trials"][0]["step"] == 1, result.stderr
     assert "Traceback" in (out / "run.log").read_text(), result.stderr

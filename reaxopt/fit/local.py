@@ -1,0 +1,117 @@
+"""The local stage: one outer step of a trial, a scipy L-BFGS-B or SLSQP run within a trust
+region of the scaled parameters, and the trust-region update that judges it.
+
+The optimizer works on u = (theta - lower) / span in [0, 1]; each u may move at most
+``radius`` from its start. A loss that is not finite is handed to the optimizer as ``BAD_LOSS``
+with a zero gradient, so its line search steps back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.optimize
+
+BAD_LOSS = 1.0e20  # handed to the optimizer where the loss or its gradient is not finite
+MIN_TRUST_RADIUS = 1e-4  # share of the bound range: a trial whose trust radius falls below ends
+
+
+@dataclass
+class StepOutcome:
+    """How one outer step's optimizer ended.
+
+    result: scipy's OptimizeResult (x in scaled units); iterations: its iterations; start_loss:
+    the loss at the step's start; non_finite: the scaled distance from the start to the
+    nearest non-finite evaluation (None: none met).
+    """
+
+    result: object
+    iterations: int
+    start_loss: float | None
+    non_finite: float | None
+
+
+def local_step(evaluate: Callable, theta: np.ndarray, lower: np.ndarray, span: np.ndarray,
+               opt, radius: float | None = None, on_iteration: Callable | None = None,
+               on_non_finite: Callable | None = None) -> StepOutcome:
+    """One scipy.optimize.minimize call (``opt.method``, ``opt.max_iterations``,
+    ``opt.tolerance``) from ``theta`` within ``radius`` of it (scaled units; None: the bounds).
+
+    evaluate(theta) -> Evaluation; on_iteration(ev, iteration) after each iteration with the
+    iterate's evaluation; on_non_finite(ev) for each non-finite evaluation.
+    """
+    recent: list[tuple[np.ndarray, object]] = []  # the last few evaluations
+    seen = {"iterations": 0, "start_loss": None, "non_finite": None}
+    u0 = np.clip((theta - lower) / span, 0.0, 1.0)
+
+    def fun(u):
+        u = np.clip(np.asarray(u, float), 0.0, 1.0)
+        ev = evaluate(lower + u * span)
+        recent.append((u, ev))
+        del recent[:-4]
+        if seen["start_loss"] is None:
+            seen["start_loss"] = ev.loss
+        if not ev.finite:
+            distance = float(np.max(np.abs(u - u0), initial=0.0))
+            seen["non_finite"] = min(distance, seen["non_finite"] or math.inf)
+            if on_non_finite is not None:
+                on_non_finite(ev)
+            return BAD_LOSS, np.zeros_like(u)
+        return ev.loss, ev.gradient * span
+
+    def callback(xk):
+        seen["iterations"] += 1
+        if not recent or on_iteration is None:
+            return
+        xk = np.clip(np.asarray(xk, float), 0.0, 1.0)
+        ev = next((e for u, e in reversed(recent) if np.array_equal(u, xk)), recent[-1][1])
+        on_iteration(ev, seen["iterations"])
+
+    low, high = np.zeros_like(u0), np.ones_like(u0)
+    if radius is not None:
+        low, high = np.maximum(low, u0 - radius), np.minimum(high, u0 + radius)
+    result = scipy.optimize.minimize(fun, u0, jac=True, method=opt.method,
+                                     bounds=list(zip(low, high)),
+                                     options={"maxiter": opt.max_iterations,
+                                              "ftol": opt.tolerance},
+                                     callback=callback)
+    return StepOutcome(result, seen["iterations"], seen["start_loss"], seen["non_finite"])
+
+
+def trust_update(radius: float, start_loss: float, predicted_loss: float, actual_loss: float,
+                 step_length: float, converged: bool = False) -> tuple[bool, float]:
+    """(accept the step, the next trust radius) after one outer step.
+
+    start_loss: the step's starting loss (relaxed under its own parameters); predicted_loss:
+    the in-step loss at the step's end (geometry of the start); actual_loss: the end's loss
+    relaxed under its own parameters; step_length: the largest scaled parameter change;
+    converged: whether the step's optimizer reported convergence. A step whose optimizer
+    converged where it started is accepted with the radius unchanged (the trial's convergence
+    test then ends it); one that stopped there otherwise (a failed line search) is rejected, so
+    that the next step tries a smaller radius.
+    """
+    if converged and step_length == 0.0 and not predicted_loss < start_loss:
+        return True, radius
+    actual = start_loss - actual_loss
+    if not math.isfinite(actual_loss) or not actual > 0.0:
+        return False, 0.25 * (step_length if step_length > 0.0 else radius)
+    predicted = start_loss - predicted_loss
+    ratio = actual / predicted if predicted > 0.0 else math.inf
+    if ratio < 0.25:
+        return True, 0.5 * step_length
+    if ratio > 0.75 and step_length >= 0.9 * radius:
+        return True, min(1.0, 2.0 * radius)
+    return True, radius
+
+
+def optimizer_message(result) -> str:
+    """scipy's message on how a step's optimizer ended, with the bare 'ABNORMAL: ' of L-BFGS-B
+    (scipy 1.15 on) spelled out."""
+    message = " ".join(str(result.message).split())
+    if message.rstrip(":") == "ABNORMAL":
+        return ("ABNORMAL: the line search found no point that lowers the loss enough along its "
+                "direction, and stopped at its previous iterate")
+    return message
