@@ -62,11 +62,12 @@ def run_config(name: str, force_field: str, steps: int, args, out_dir: Path) -> 
     config["force_field"] = str(base / force_field)
     config["output_dir"] = str(out_dir)
     config["clusters"] = args.clusters if args.clusters == "auto" else int(args.clusters)
+    optimizer = config.setdefault("optimizer", {})
     if steps is not None:
-        config["optimizer"]["steps"] = steps
+        optimizer["steps"] = steps
     for key in ("max_iterations", "tolerance"):
         if getattr(args, key, None) is not None:
-            config["optimizer"][key] = getattr(args, key)
+            optimizer[key] = getattr(args, key)
     path = out_dir.parent / f"{out_dir.name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
                     print(f"{name} {run} failed ({process['returncode']}): see "
                           f"{args.work / f'{name}_{run}.log'}", file=sys.stderr)
                     return 1
-                optimizer = yaml.safe_load(config.read_text())["optimizer"]
+                optimizer = yaml.safe_load(config.read_text()).get("optimizer", {})
                 case[run] = {"settings": {"force_field": force_field, **optimizer,
                                           "clusters": args.clusters, "cold": args.cold},
                              **process}

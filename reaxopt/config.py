@@ -22,6 +22,7 @@ from reaxopt.errors import InputError, Problems
 
 METHODS = ("L-BFGS-B", "SLSQP")
 INITS = ("fixed", "educated", "random")
+SEARCH_METHODS = ("none", "cma")
 MINIMIZERS = ("fire",)  # batched FIRE (reaxopt.minimize); L-BFGS is not implemented
 ENERGY_MODES = ("relative", "absolute")
 # Energy units of ASE-readable files (reaxopt.io.ase_io.energy_unit_factor also takes aliases);
@@ -66,6 +67,34 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What a whole run may spend: loss evaluations and/or wall-clock seconds (None: no limit)."""
+
+    evaluations: int | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The global stage before the local trials (``reaxopt.fit.explore``): ``starts`` points of
+    a Latin hypercube (and the starting force field) scored at the starting force field's
+    relaxations, then CMA-ES (``method``) from the best of them, with ``sigma`` (share of each
+    range) and ``popsize`` (None: pycma's 4 + 3 ln P), for at most ``evaluations`` losses; the
+    ``hand_over`` best distinct points start the first local trials."""
+
+    method: str = "none"
+    starts: int = 0
+    evaluations: int = 1000
+    sigma: float = 0.03
+    popsize: int | None = None
+    hand_over: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none" or self.starts > 0
+
+
+@dataclass(frozen=True)
 class OptimizerConfig:
     method: str = "L-BFGS-B"
     steps: int = 5  # outer steps; 0 evaluates the force field as given
@@ -78,6 +107,8 @@ class OptimizerConfig:
     regularization: float = 0.0  # L2 weight on the (scaled) parameter change
     trust_radius: float = 0.1  # largest first-step change per parameter, share of its range
     early_stopping: int = 0  # end a trial after this many outer steps without a lower validation
+    budget: Budget = field(default_factory=Budget)  # the whole run's limit
+    behind: float = 0.0  # end a trial (after 2 steps) whose loss exceeds the best's by this share
 
 
 @dataclass(frozen=True)
@@ -119,6 +150,7 @@ class Config:
     split: Split | None = None
     output_dir: Path = Path("reaxopt_output")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     minimize: MinimizeConfig = field(default_factory=MinimizeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
@@ -438,7 +470,30 @@ def _section(ctx: _Context, name: str, raw: dict, cls, checks: dict):
     return cls(**values)
 
 
-_NULLABLE = {"energy": ("lgvdw",)}
+_NULLABLE = {"energy": ("lgvdw",), "search": ("popsize",)}
+
+_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "hours": 3600.0, "d": 86400.0}
+
+
+def _budget(ctx: _Context, key: str, value) -> Budget:
+    """``budget``: loss evaluations (a whole number), a time (``90s``, ``30min``, ``2h``), or a
+    mapping of ``evaluations`` and/or ``seconds``."""
+    if isinstance(value, dict):
+        _check_keys(ctx, key, value, ("evaluations", "seconds"))
+        return Budget(
+            None if value.get("evaluations") is None else
+            _int(ctx, f"{key}.evaluations", value["evaluations"], minimum=1),
+            None if value.get("seconds") is None else
+            _float(ctx, f"{key}.seconds", value["seconds"], positive=True))
+    if isinstance(value, str) and not isinstance(_number_text(value), float):
+        text = value.strip().lower().replace(" ", "")
+        unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u)), None)
+        number = _number_text(text[:-len(unit)]) if unit else None
+        if not isinstance(number, float) or not number > 0 or not math.isfinite(number):
+            raise ctx.error(key, f"expected a number of loss evaluations or a time such as "
+                                 f"'90s', '30min' or '2h', found {value!r}")
+        return Budget(seconds=number * _UNITS[unit])
+    return Budget(evaluations=_int(ctx, key, value, minimum=1))
 
 _OPTIMIZER_CHECKS = {
     "method": lambda c, k, v: _choice(c, k, v, METHODS),
@@ -452,6 +507,16 @@ _OPTIMIZER_CHECKS = {
     "regularization": lambda c, k, v: _float(c, k, v, minimum=0.0),
     "trust_radius": lambda c, k, v: _float(c, k, v, positive=True, maximum=1.0),
     "early_stopping": lambda c, k, v: _int(c, k, v, minimum=0),
+    "budget": _budget,
+    "behind": lambda c, k, v: _float(c, k, v, minimum=0.0),
+}
+_SEARCH_CHECKS = {
+    "method": lambda c, k, v: _choice(c, k, v, SEARCH_METHODS),
+    "starts": lambda c, k, v: _int(c, k, v, minimum=0),
+    "evaluations": lambda c, k, v: _int(c, k, v, minimum=1),
+    "sigma": lambda c, k, v: _float(c, k, v, positive=True, maximum=1.0),
+    "popsize": lambda c, k, v: _int(c, k, v, minimum=2),
+    "hand_over": lambda c, k, v: _int(c, k, v, minimum=1),
 }
 _MINIMIZE_CHECKS = {
     "steps": lambda c, k, v: _int(c, k, v, minimum=0),
@@ -472,7 +537,7 @@ _ENERGY_CHECKS = {
 }
 
 TOP_LEVEL_KEYS = ("force_field", "params", "geo", "trainset", "structures", "validation",
-                  "output_dir", "optimizer", "minimize", "loss", "energy", "clusters")
+                  "output_dir", "optimizer", "search", "minimize", "loss", "energy", "clusters")
 
 
 def _clusters(ctx: _Context, value) -> int | str:
@@ -524,6 +589,7 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
     sections = {name: part(lambda name=name, cls=cls, checks=checks:
                            _section(ctx, name, data, cls, checks))
                 for name, cls, checks in (("optimizer", OptimizerConfig, _OPTIMIZER_CHECKS),
+                                          ("search", SearchConfig, _SEARCH_CHECKS),
                                           ("minimize", MinimizeConfig, _MINIMIZE_CHECKS),
                                           ("loss", LossConfig, _LOSS_CHECKS),
                                           ("energy", EnergyConfig, _ENERGY_CHECKS))}
@@ -538,7 +604,8 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
     problems.raise_if_any()
     return Config(path=path, force_field=force_field, params=params, training=training,
                   validation=validation, split=split, output_dir=output_dir,
-                  optimizer=optimizer, minimize=sections["minimize"], loss=sections["loss"],
+                  optimizer=optimizer, search=sections["search"],
+                  minimize=sections["minimize"], loss=sections["loss"],
                   energy=sections["energy"], clusters=clusters)
 
 
@@ -585,7 +652,7 @@ def _config_dict(config: Config) -> dict:
         out["validation"] = {"fraction": config.split.fraction, "seed": config.split.seed,
                              "by": config.split.by or "structure"}
     out["output_dir"] = str(config.output_dir)
-    for name in ("optimizer", "minimize", "loss", "energy"):
+    for name in ("optimizer", "search", "minimize", "loss", "energy"):
         out[name] = dataclasses.asdict(getattr(config, name))
     out["clusters"] = config.clusters
     return out

@@ -30,23 +30,20 @@ def _relative(path: Path, base: Path) -> str:
 def convert_text(*, ffield: Path, params: Path, geo: Path, trainset: Path, output: Path,
                  validation_geo: Path | None = None,
                  validation_trainset: Path | None = None) -> str:
-    """A commented YAML config for classic inputs, paths relative to ``output``'s directory."""
-    from reaxopt.config import (EnergyConfig, LossConfig, MinimizeConfig, OptimizerConfig)
-
+    """A short YAML config for classic inputs: their paths, relative to ``output``'s directory,
+    and the output directory; every other key keeps its default."""
     # abspath, not resolve: paths keep the user's spelling (through symlinks such as ../shared),
     # and config.py resolves them back the same lexical way.
     base = Path(os.path.abspath(output)).parent
 
-    def scalar(value) -> str:
-        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix(
-            "\n...").removesuffix("...").strip()
-
     def rel(path: Path) -> str:
-        return scalar(_relative(os.path.abspath(path), base))
+        text = yaml.safe_dump(_relative(os.path.abspath(path), base), default_flow_style=True,
+                              width=10_000)
+        return text.strip().removesuffix("\n...").removesuffix("...").strip()
 
     lines = [f"# reaxopt configuration written by `reaxopt convert` (reaxopt {__version__}).",
-             f"# Every key, its default and units: {CONFIG_REFERENCE}.",
-             "# Paths are relative to this file's directory.",
+             "# Paths are relative to this file's directory. Every other key takes its default;",
+             f"# {CONFIG_REFERENCE} lists each key, its default and units.",
              f"force_field: {rel(ffield)}",
              f"params: {rel(params)}",
              f"geo: {rel(geo)}",
@@ -56,18 +53,7 @@ def convert_text(*, ffield: Path, params: Path, geo: Path, trainset: Path, outpu
                   f"  geo: {rel(validation_geo)}",
                   f"  trainset: {rel(validation_trainset)}"]
     lines.append("output_dir: reaxopt_output")
-    for name, section in (("optimizer", OptimizerConfig()), ("minimize", MinimizeConfig()),
-                          ("loss", LossConfig()), ("energy", EnergyConfig())):
-        lines.append(f"{name}:")
-        for key, value in vars(section).items():
-            if value is None:
-                lines.append(f"  # {key}: false    # default: taken from the force field")
-            else:
-                lines.append(f"  {key}: {scalar(value)}")
-    lines.append("clusters: auto")
     return "\n".join(lines) + "\n"
-
-
 
 
 def drop_missing_items(trainset: Path, geo: Path, copy: Path) -> list[str]:

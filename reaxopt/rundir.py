@@ -24,7 +24,8 @@ from reaxopt.validate import FIT_OUTPUTS
 
 LOCK = ".reaxopt.lock"
 # settings a resumed run may change: the plan, not what the loss is
-RESUMABLE_SETTINGS = ("optimizer.steps", "optimizer.trials")
+RESUMABLE_SETTINGS = ("optimizer.steps", "optimizer.trials", "optimizer.budget.evaluations",
+                      "optimizer.budget.seconds")
 _PATH_KEYS = ("force_field", "params", "geo", "trainset", "path", "output_dir")
 
 

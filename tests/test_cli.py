@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import reaxopt
 from reaxopt.cli import main
@@ -192,6 +193,12 @@ def test_convert_round_trip(shared_datasets, tmp_path):
     paths = re.findall(r"^\s*(?:force_field|params|geo|trainset): (.*)$", text, re.M)
     assert len(paths) == 6 and all(not p.startswith("/") for p in paths)
     assert (out.parent / paths[0]).resolve() == (d / "ffield_lit").resolve()
+    # short: the inputs and the output directory only; every setting keeps its default
+    data = yaml.safe_load(text)
+    assert set(data) == {"force_field", "params", "geo", "trainset", "validation", "output_dir"}
+    from reaxopt.config import MinimizeConfig, OptimizerConfig, config_from_dict
+    converted = config_from_dict(data, out)
+    assert (converted.optimizer, converted.minimize) == (OptimizerConfig(), MinimizeConfig())
     checked = run("check", out)
     assert checked.exit_code == 0, checked.output
     direct = run("check", CONFIGS / "disulfide.yaml")

@@ -863,3 +863,62 @@ def test_single_point_steps_hold_the_gates_and_select_on_lammps_losses(config, t
         ev = live(np.array(chosen["theta"]))
         assert ev.loss == pytest.approx(chosen["loss"], rel=1e-10)
         assert ev.validation_loss == pytest.approx(chosen["validation_loss"], rel=1e-10)
+
+
+def test_a_fit_with_the_global_stage_starts_its_trials_from_its_best_points(config, tmp_path):
+    from reaxopt.config import SearchConfig
+
+    search = SearchConfig(method="cma", starts=6, evaluations=30, sigma=0.2, popsize=8,
+                          hand_over=2)
+    run = dataclasses.replace(_with(config, tmp_path, steps=1, trials=2, max_iterations=3),
+                              search=search)
+    result = run_fit(run, stream=False)
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["exploration"]["done"] and saved["exploration"]["evaluations"] == 7 + 2 * 8
+    starts = [c[0] for c in saved["candidates"]]
+    assert len(starts) == 2 and [t["number"] for t in saved["trials"]] == [1, 2]
+    log = (tmp_path / "run.log").read_text()
+    assert "search: scored 7 starts" in log and "search: CMA-ES generation 2" in log
+    for k, (_, loss) in enumerate(saved["candidates"], start=1):
+        assert f"trial {k}: starts from the search's point {k} (loss {loss:.6g}" in log
+    losses = sorted(loss for _, loss in saved["candidates"])
+    assert losses == [loss for _, loss in saved["candidates"]]  # the best first
+    assert result.summary["evaluations"] > saved["exploration"]["evaluations"]
+
+
+def test_a_whole_fit_runs_with_slsqp(config, tmp_path):
+    result = run_fit(_with(config, tmp_path, steps=1, method="SLSQP", max_iterations=4),
+                     stream=False)
+    log = (tmp_path / "run.log").read_text()
+    assert "trial 1 step 1/1 done" in log and " iter " in log
+    assert result.summary["loss"]["final"] <= result.summary["loss"]["initial"]
+    assert json.loads((tmp_path / "summary.json").read_text())["evaluations"] > 1
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "SLSQP"])
+def test_a_step_stops_at_the_same_point_whatever_the_scale_of_the_loss(method):
+    """An ill-conditioned quadratic (minimum 0, inside the bounds) scaled by 1e-3 and by 1e6:
+    the step's stopping rules are relative, so both scales stop at the same point, with the
+    loss below 1e-6 of its start (scipy's own ftol stops the small one early and the large one
+    late, and SLSQP fails outright on the large one's gradients)."""
+    curvature = np.array([1.0, 30.0, 300.0, 3.0, 1000.0])
+    centre = np.array([0.31, 0.62, 0.47, 0.83, 0.24])
+
+    def quadratic(scale):
+        def evaluate(theta):
+            d = theta - centre
+            value = scale * float(np.sum(curvature * d * d))
+            return Evaluation(np.array(theta), value, scale * 2.0 * curvature * d, value, None,
+                              np.zeros(1), None, [], True)
+        return evaluate
+
+    ends = []
+    for scale in (1e-3, 1e6):
+        outcome = local_step(quadratic(scale), np.full(5, 0.5), np.zeros(5), np.ones(5),
+                             _optimizer_options(method=method, max_iterations=200,
+                                                tolerance=1e-6))
+        assert outcome.converged, outcome.message
+        ends.append(np.asarray(outcome.result.x))
+        assert outcome.result.fun == pytest.approx(quadratic(scale)(ends[-1]).loss, rel=1e-12)
+        assert 0.0 < outcome.result.fun < 1e-6 * outcome.start_loss
+    assert np.max(np.abs(ends[0] - ends[1])) < 1e-8

@@ -84,7 +84,10 @@ def test_a_loss_that_turns_non_finite_is_named_and_the_fit_finishes(folder):
     warning = next(line for line in log.splitlines() if "non-finite loss or gradient" in line)
     assert "ethanol (non-finite energy terms:" in warning and "water" not in warning
     assert "steered away" in warning
-    assert "rejected" in log and "stopped by a non-finite loss" in log
+    # the fit ends where ethanol's energy is finite (the lower p_be2 is non-finite)
+    fitted = next(p for p in json.loads((out / "summary.json").read_text())["parameters"]
+                  if p["label"].endswith("p_be2"))
+    assert -1.5 < fitted["fitted"]
     summary = json.loads((out / "summary.json").read_text())
     assert math.isfinite(summary["loss"]["final"])
     assert summary["loss"]["final"] < summary["loss"]["initial"]

@@ -23,12 +23,17 @@ from typing import Callable
 
 import numpy as np
 
-from reaxopt.fit.local import MIN_TRUST_RADIUS, local_step, optimizer_message, trust_update
+from reaxopt.fit.budget import budget_spent, evaluations_left, trial_limit
+from reaxopt.fit.local import MIN_TRUST_RADIUS, local_step, trust_update
 from reaxopt.fit.observers import Selection, StepRecord
-from reaxopt.fit.problem import Evaluation, Problem, gated_at, gates_hold_at
+from reaxopt.fit.explore import explore
+from reaxopt.fit.problem import Evaluation, Problem
 from reaxopt.fit.starts import random_search, starting_point
 from reaxopt.fit.state import RunState, Trial
 from reaxopt.relaxation import Relaxed, geometries_from_json, geometries_to_json
+
+
+SAME_POINT = 1e-12  # scaled step lengths up to this are the start itself (rounding in u)
 
 
 class FitInterrupted(Exception):
@@ -50,17 +55,21 @@ class Setup:
 
     evaluate(theta, relaxed=None) -> Evaluation (uncounted); relaxer: ``make_relaxer``'s;
     lower, upper, span: bounds (P,); theta_start: the force field's values clipped into them;
+    gated(theta) -> the model with theta's bond-order gates held, and exact(model, theta) ->
+    whether those gates are LAMMPS's at theta (single points; ``reaxopt.fit.problem``);
     initial: the starting force field's evaluation.
     """
 
     config: object
-    problem: Problem
+    problem: Problem | None
     relaxer: object
     evaluate: Callable
     lower: np.ndarray
     upper: np.ndarray
     span: np.ndarray
     theta_start: np.ndarray
+    gated: Callable | None = None
+    exact: Callable | None = None
     initial: Evaluation | None = None
 
     @property
@@ -133,21 +142,85 @@ class Fit:
         """A force field that may be selected (trial and step 0-based)."""
         self.notify("candidate", ev, trial, step, iteration)
 
+    # ------------------------------------------------------------------ the start
+
+    def begin(self, rescore: bool = False) -> float:
+        """Evaluate the starting force field (relaxing first) and consider it; with ``rescore``
+        (the inputs changed) judge the kept force fields again. Returns the seconds the first
+        evaluation took, with its compilation."""
+        s, state, log = self.setup, self.state, self.log
+        log("evaluating the starting force field"
+            + (f" (relaxing {len(s.relaxer.minimized)} structures first)" if s.minimized else "")
+            + "; a first run on a data set compiles (minutes for a large one), later runs reuse "
+            "the compiled functions")
+        t0 = time.perf_counter()
+        model = self.from_inputs(s.theta_start, "starting force field")
+        if s.minimized:
+            state.start_geometries = geometries_to_json(model.geometries)
+        s.initial = s.evaluate(s.theta_start, model)
+        seconds = time.perf_counter() - t0
+        log(f"compiled and evaluated the starting force field in {seconds:.1f} s: "
+            f"{s.initial.text()}")
+        if not s.initial.finite:
+            log(f"warning: the starting force field gives a non-finite loss: "
+                f"{s.initial.diagnosis}; the fit goes on, and steers away from non-finite losses")
+        if state.best is None or rescore:
+            kept = [c for c in (state.best, state.lowest_training) if c is not None]
+            state.best = state.lowest_training = None
+            self.consider(s.initial, -1, -1, 0)  # trial 0, step 0: the starting force field
+            for candidate in kept:  # --accept-changed-inputs: judged under the new inputs
+                theta = np.clip(np.array(candidate["theta"]), s.lower, s.upper)
+                ev = s.evaluate(theta, self.from_inputs(theta, "a kept force field, under the "
+                                                        "new inputs"))
+                self.consider(ev, candidate["trial"] - 1, candidate["step"] - 1,
+                              candidate["iteration"])
+                log(f"kept force field of trial {candidate['trial']} step {candidate['step']} "
+                    f"scored again under the new inputs: {ev.text()} (was loss "
+                    f"{candidate['loss']:.6g})")
+        return seconds
+
+    # ------------------------------------------------------------------ the budget
+
+    def budget_spent(self) -> str | None:
+        return budget_spent(self.opt.budget, self.state.evaluations, self.elapsed())
+
+    def evaluations_left(self) -> float:
+        return evaluations_left(self.opt.budget, self.state.evaluations)
+
+    # ------------------------------------------------------------------ the global stage
+
+    def explore(self) -> None:
+        """The global stage (``reaxopt.fit.explore.explore``), before the first trial."""
+        explore(self)
+
     # ------------------------------------------------------------------ trials
 
     def next_trial(self) -> Trial | None:
         """The first trial with steps left, else a new one while the plan has room."""
-        for trial in self.state.trials[:self.opt.trials]:
+        limit = trial_limit(self.opt, self.state.trials)
+        for trial in self.state.trials[:limit]:
             if trial.has_steps(self.opt.steps):
                 return trial
-        if len(self.state.trials) < self.opt.trials:
+        if limit is None or len(self.state.trials) < limit:
             return self.start_trial()
         return None
 
     def start_trial(self) -> Trial:
-        """A new trial at its starting point (``optimizer.init``, ``random_search``)."""
+        """A new trial at its starting point: the global stage's next point, else
+        ``optimizer.init`` (``educated`` instead of ``fixed`` for the starts beyond
+        ``optimizer.trials``) and ``random_search``."""
         s, number = self.setup, len(self.state.trials) + 1
-        start = starting_point(self.opt.init, s.theta_start, s.lower, s.upper, self.rng)
+        if number <= len(self.state.candidates):  # handed over by the global stage
+            start, loss = self.state.candidates[number - 1]
+            self.log(f"trial {number}: starts from the search's point {number} (loss "
+                     f"{loss:.6g} at the starting force field's relaxations)")
+            trial = Trial(number, list(start))
+            self.state.trials.append(trial)
+            return trial
+        init = self.opt.init
+        if number > self.opt.trials and init == "fixed":
+            init = "educated"  # a new start, not the first trial's again
+        start = starting_point(init, s.theta_start, s.lower, s.upper, self.rng)
         if self.opt.random_search:
             model = self.model_at(start, f"trial {number} start")
 
@@ -171,7 +244,7 @@ class Fit:
         """(the model the step optimizes on, the geometries carried to its end's relaxation,
         what to do with an in-step iterate that may be selected)."""
         if not self.setup.minimized:
-            model = gated_at(self.setup.problem, theta)
+            model = self.setup.gated(theta)
             return model, None, partial(self._consider_where_exact, model)
         if trial.geometries is None:  # the trial's start
             trial.geometries = geometries_to_json(
@@ -187,7 +260,7 @@ class Fit:
         """Single points: an in-step iterate is exact where the gates held since the step's
         start are still LAMMPS's; elsewhere, if it looks better than the best so far, it is
         evaluated again with LAMMPS's gates and considered with that loss."""
-        if not gates_hold_at(self.setup.problem, model, ev.theta):
+        if not self.setup.exact(model, ev.theta):
             lowest = self.state.lowest_training
             if not (ev.selection < self.state.best["selection"]
                     or (lowest is not None and ev.finite and ev.loss < lowest["loss"])):
@@ -224,14 +297,16 @@ class Fit:
         trust radius, and tell the observers."""
         s, result, where = self.setup, outcome.result, f"trial {trial.number} step {index + 1}"
         theta_end = s.lower + np.clip(result.x, 0.0, 1.0) * s.span
+        length = float(np.max(np.abs(theta_end - theta) / s.span, initial=0.0))
+        if length <= SAME_POINT:  # the optimizer stayed at the start (up to rounding)
+            theta_end, length = theta.copy(), 0.0
         end_model = self.model_at(theta_end, f"{where} end", carried)
         end = self.evaluate(theta_end, end_model)
-        length = float(np.max(np.abs(theta_end - theta) / s.span, initial=0.0))
         # an optimizer stopped where it started by a non-finite loss has not converged: the
         # step is rejected and the radius shrinks below that point
         blocked = outcome.non_finite is not None and length == 0.0
         accepted, trial.radius = trust_update(radius, outcome.start_loss, float(result.fun),
-                                              end.loss, length, result.success and not blocked)
+                                              end.loss, length, outcome.converged and not blocked)
         if blocked:
             trial.radius = min(trial.radius, 0.5 * outcome.non_finite)
         verdict = (f"; {'accepted' if accepted else 'rejected'} (in-step loss "
@@ -255,7 +330,7 @@ class Fit:
             if s.minimized:
                 trial.geometries = geometries_to_json(end_model.geometries)
         trial.step += 1
-        record = StepRecord(trial, index, outcome.iterations, optimizer_message(result), end,
+        record = StepRecord(trial, index, outcome.iterations, outcome.message, end,
                             accepted, verdict, outcome.start_loss, self.selection.step_best,
                             self._endings(trial, accepted, outcome.start_loss, end.loss))
         self.notify("step_end", record)
@@ -274,7 +349,7 @@ class Fit:
             trial.end_reason = "trust radius"
         # with relaxed structures the step start's in-step loss is its true loss (same geometry)
         if accepted and start_loss is not None and trial.end_reason is None and \
-                start_loss - end_loss <= self.opt.tolerance * max(1.0, abs(end_loss)):
+                start_loss - end_loss <= self.opt.tolerance * abs(end_loss):
             lines.append(f"{where}: step {trial.step} lowered the loss by "
                          f"{start_loss - end_loss:.3g} (tolerance {self.opt.tolerance:g} "
                          "relative), converged: the trial ends")
@@ -287,7 +362,13 @@ class Fit:
         """Step the trials until each has ended or run out of steps (``stop_after_steps``: stop
         as if interrupted after that many, for tests of resume)."""
         steps_run = 0
+        if self.opt.steps > 0:
+            self.explore()
         while self.opt.steps > 0:
+            spent = self.budget_spent()
+            if spent:
+                self._end_all("budget", f"the run's budget is spent ({spent})")
+                break
             trial = self.next_trial()
             if trial is None:
                 break
@@ -297,6 +378,15 @@ class Fit:
             steps_run += 1
         self.state.finished = True
         self.notify("finished")
+
+    def _end_all(self, reason: str, why: str) -> None:
+        """End every trial that has steps left (``reason``), saying ``why``."""
+        for trial in self.state.trials:
+            if trial.has_steps(self.opt.steps):
+                trial.end_reason = reason
+                self.log(f"trial {trial.number}: ends, {why}")
+                self.notify("trial_end", trial)
+        self.log(f"no new trial starts: {why}")
 
 
 def clock(offset: float, start: float | None = None) -> Callable[[], float]:

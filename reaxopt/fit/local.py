@@ -25,60 +25,116 @@ class StepOutcome:
 
     result: scipy's OptimizeResult (x in scaled units); iterations: its iterations; start_loss:
     the loss at the step's start; non_finite: the scaled distance from the start to the
-    nearest non-finite evaluation (None: none met).
+    nearest non-finite evaluation (None: none met); converged: whether a stopping rule of
+    ``stopping_rule`` (or scipy's own) ended it; message: how it ended, in words.
     """
 
     result: object
     iterations: int
     start_loss: float | None
     non_finite: float | None
+    converged: bool = False
+    message: str = ""
+
+
+def projected_gradient(u: np.ndarray, gradient: np.ndarray, low: np.ndarray,
+                       high: np.ndarray) -> float:
+    """The max-norm of the gradient without its components that push u out of the box
+    [low, high] where u is on that bound (scaled units)."""
+    blocked = ((u <= low) & (gradient > 0.0)) | ((u >= high) & (gradient < 0.0))
+    return float(np.max(np.abs(np.where(blocked, 0.0, gradient)), initial=0.0))
+
+
+def stopping_rule(method: str, tolerance: float, start_loss: float) -> dict:
+    """scipy options that stop a step independently of the loss's scale, for a loss divided by
+    the max-norm of its projected gradient at the step's start.
+
+    L-BFGS-B: the projected gradient falls to ``tolerance`` times its start value (scipy's
+    relative-reduction test is off). SLSQP: the loss changes by less than ``tolerance`` times
+    its start value (``start_loss``, divided). ``local_step`` adds the relative-step rule.
+    """
+    if method == "L-BFGS-B":
+        return {"ftol": 0.0, "gtol": tolerance}
+    return {"ftol": tolerance * abs(start_loss) if math.isfinite(start_loss) else tolerance}
+
+
+class _SmallStep(StopIteration):
+    """Raised from scipy's callback when an iteration moved no scaled parameter by more than
+    the tolerance."""
 
 
 def local_step(evaluate: Callable, theta: np.ndarray, lower: np.ndarray, span: np.ndarray,
                opt, radius: float | None = None, on_iteration: Callable | None = None,
                on_non_finite: Callable | None = None) -> StepOutcome:
     """One scipy.optimize.minimize call (``opt.method``, ``opt.max_iterations``,
-    ``opt.tolerance``) from ``theta`` within ``radius`` of it (scaled units; None: the bounds).
+    ``opt.tolerance``) from ``theta`` within ``radius`` of it (scaled units; None: the bounds),
+    stopped by ``stopping_rule`` or when an iteration moves no scaled parameter by more than
+    ``opt.tolerance``.
 
     evaluate(theta) -> Evaluation; on_iteration(ev, iteration) after each iteration with the
     iterate's evaluation; on_non_finite(ev) for each non-finite evaluation.
     """
     recent: list[tuple[np.ndarray, object]] = []  # the last few evaluations
-    seen = {"iterations": 0, "start_loss": None, "non_finite": None}
+    seen = {"iterations": 0, "start_loss": None, "non_finite": None, "small_step": False}
     u0 = np.clip((theta - lower) / span, 0.0, 1.0)
+    previous, scale = [u0], [1.0]
+    inside = bool(np.all((theta >= lower) & (theta <= lower + span)))
 
     def fun(u):
         u = np.clip(np.asarray(u, float), 0.0, 1.0)
-        ev = evaluate(lower + u * span)
-        recent.append((u, ev))
-        del recent[:-4]
+        cached = next((e for v, e in reversed(recent) if np.array_equal(u, v)), None)
+        # the start is evaluated at theta itself, not at its round trip through u
+        ev = cached if cached is not None else evaluate(
+            np.array(theta, float) if inside and np.array_equal(u, u0) else lower + u * span)
+        if cached is None:
+            recent.append((u, ev))
+            del recent[:-4]
         if seen["start_loss"] is None:
             seen["start_loss"] = ev.loss
         if not ev.finite:
-            distance = float(np.max(np.abs(u - u0), initial=0.0))
-            seen["non_finite"] = min(distance, seen["non_finite"] or math.inf)
-            if on_non_finite is not None:
-                on_non_finite(ev)
+            if cached is None:
+                distance = float(np.max(np.abs(u - u0), initial=0.0))
+                seen["non_finite"] = min(distance, seen["non_finite"] or math.inf)
+                if on_non_finite is not None:
+                    on_non_finite(ev)
             return BAD_LOSS, np.zeros_like(u)
-        return ev.loss, ev.gradient * span
+        return ev.loss / scale[0], ev.gradient * span / scale[0]
 
     def callback(xk):
         seen["iterations"] += 1
-        if not recent or on_iteration is None:
-            return
         xk = np.clip(np.asarray(xk, float), 0.0, 1.0)
-        ev = next((e for u, e in reversed(recent) if np.array_equal(u, xk)), recent[-1][1])
-        on_iteration(ev, seen["iterations"])
+        if recent and on_iteration is not None:
+            ev = next((e for u, e in reversed(recent) if np.array_equal(u, xk)), recent[-1][1])
+            on_iteration(ev, seen["iterations"])
+        moved = float(np.max(np.abs(xk - previous[0]), initial=0.0))
+        previous[0] = xk
+        if moved <= opt.tolerance:
+            seen["small_step"] = True
+            raise _SmallStep
 
     low, high = np.zeros_like(u0), np.ones_like(u0)
     if radius is not None:
         low, high = np.maximum(low, u0 - radius), np.minimum(high, u0 + radius)
+    f0, g0 = fun(u0)
+    start_gradient = projected_gradient(u0, g0, low, high)
+    if start_gradient > 0.0 and math.isfinite(start_gradient):
+        scale[0] = start_gradient  # the optimizer sees a loss whose gradient is of order 1
+    options = stopping_rule(opt.method, opt.tolerance, f0 / scale[0])
     result = scipy.optimize.minimize(fun, u0, jac=True, method=opt.method,
                                      bounds=list(zip(low, high)),
-                                     options={"maxiter": opt.max_iterations,
-                                              "ftol": opt.tolerance},
+                                     options={"maxiter": opt.max_iterations, **options},
                                      callback=callback)
-    return StepOutcome(result, seen["iterations"], seen["start_loss"], seen["non_finite"])
+    if float(result.fun) < BAD_LOSS:
+        result.fun = float(result.fun) * scale[0]
+    if getattr(result, "jac", None) is not None:
+        result.jac = np.asarray(result.jac) * scale[0]
+    converged = bool(result.success) or seen["small_step"]
+    message = optimizer_message(result)
+    if seen["small_step"]:
+        message = (f"CONVERGENCE: an iteration moved no parameter by more than {opt.tolerance:g}"
+                   " of its range")
+    return StepOutcome(result, seen["iterations"], seen["start_loss"], seen["non_finite"],
+                       converged, message)
 
 
 def trust_update(radius: float, start_loss: float, predicted_loss: float, actual_loss: float,
@@ -93,7 +149,7 @@ def trust_update(radius: float, start_loss: float, predicted_loss: float, actual
     test then ends it); one that stopped there otherwise (a failed line search) is rejected, so
     that the next step tries a smaller radius.
     """
-    if converged and step_length == 0.0 and not predicted_loss < start_loss:
+    if converged and step_length == 0.0:
         return True, radius
     actual = start_loss - actual_loss
     if not math.isfinite(actual_loss) or not actual > 0.0:

@@ -4,9 +4,10 @@ events it has a method for, in the order attached.
 Events: ``candidate(fit, ev, trial, step, iteration)`` a force field that may be selected;
 ``iteration(fit, trial, ev, iteration)`` after each optimizer iteration; ``non_finite(fit,
 trial, ev)`` a non-finite evaluation; ``step_end(fit, record)`` after an outer step;
-``trial_end(fit, trial)``; ``finished(fit)``. trial: a ``reaxopt.fit.state.Trial``; record: a
+``trial_end(fit, trial)``; ``explored(fit, exploration)`` after each step of the global stage;
+``finished(fit)``. trial: a ``reaxopt.fit.state.Trial``; record: a
 ``StepRecord``. Each observer writes only its own part of the run state: ``Selection`` the best
-force fields, ``History`` the rows, ``EarlyStopping`` a trial's patience and end.
+force fields, ``History`` the rows, ``EarlyStopping`` and ``Behind`` a trial's end.
 """
 
 from __future__ import annotations
@@ -170,6 +171,28 @@ class EarlyStopping:
             trial.end_reason = "early stopping"
 
 
+class Behind:
+    """``optimizer.behind``: a trial ends ('behind') when, after at least two outer steps, its
+    loss exceeds the lowest training loss another trial (or the starting force field) reached
+    by more than that share of it, so that the run's budget goes to the next start."""
+
+    def __init__(self, share: float):
+        self.share = share
+
+    def step_end(self, fit, record: StepRecord) -> None:
+        trial, best = record.trial, fit.state.lowest_training
+        if trial.end_reason is not None or trial.step < 2 or best is None or \
+                best["trial"] == trial.number:
+            return
+        current = record.end.loss if record.accepted else record.start_loss
+        limit = best["loss"] + self.share * abs(best["loss"])
+        if current is not None and current > limit:
+            fit.log(f"trial {trial.number}: loss {current:.6g} is more than "
+                    f"{100 * self.share:g} % above the lowest {best['loss']:.6g} (trial "
+                    f"{best['trial']}), the trial ends (optimizer.behind)")
+            trial.end_reason = "behind"
+
+
 class Checkpoint:
     """``checkpoint.json`` after every outer step and trial, and when the run finishes (with
     run.log); ``saved``: what was written last, for an interrupted run to write again."""
@@ -186,6 +209,9 @@ class Checkpoint:
         self.write(fit)
 
     def trial_end(self, fit, trial) -> None:
+        self.write(fit)
+
+    def explored(self, fit, exploration) -> None:
         self.write(fit)
 
     def finished(self, fit) -> None:

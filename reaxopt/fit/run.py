@@ -17,6 +17,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,14 @@ from reaxopt import rundir
 from reaxopt.config import Config
 from reaxopt.errors import InputError, InternalError
 from reaxopt.fit.driver import Fit, FitInterrupted, Setup, clock
-from reaxopt.fit.observers import Checkpoint, EarlyStopping, History, LogLines, Progress
-from reaxopt.fit.problem import build_problem, make_evaluator
+from reaxopt.fit.observers import (Behind, Checkpoint, EarlyStopping, History, LogLines,
+                                   Progress)
+from reaxopt.fit.problem import build_problem, gated_at, gates_hold_at, make_evaluator
 from reaxopt.fit.runlog import RunLog
 from reaxopt.fit.state import (CHECKPOINT, STEP_EVENTS, RunState, check_saved_geometries,
                                    load_checkpoint, write_checkpoint)
 from reaxopt.inputs import Inputs, load_inputs
-from reaxopt.relaxation import geometries_to_json, make_relaxer
+from reaxopt.relaxation import make_relaxer
 
 
 @dataclass
@@ -135,7 +137,9 @@ def _setup(config: Config, inputs: Inputs, log: RunLog) -> Setup:
     # fitted parameters have a range: equal bounds are held fixed (reaxopt.inputs)
     return Setup(config, problem, relaxer,
                  make_evaluator(problem, config.optimizer.regularization, theta_start),
-                 lower, upper, upper - lower, theta_start)
+                 lower, upper, upper - lower, theta_start,
+                 gated=partial(gated_at, problem),
+                 exact=partial(gates_hold_at, problem))
 
 
 def _resumed_state(path: Path, setup: Setup, opt, log, rescore: bool) -> RunState:
@@ -195,42 +199,6 @@ def _interruptible(checkpoint_path: Path):
             signal.signal(sig, handler)
 
 
-def _start(fit: Fit, rescore: bool) -> float:
-    """Evaluate the starting force field (relaxing first); with ``rescore``, judge the kept
-    force fields again under the new inputs. Returns the seconds the first evaluation took
-    (with its compilation)."""
-    s, state, log = fit.setup, fit.state, fit.log
-    log("evaluating the starting force field"
-        + (f" (relaxing {len(s.relaxer.minimized)} structures first)" if s.minimized else "")
-        + "; a first run on a data set compiles (minutes for a large one), later runs reuse "
-        "the compiled functions")
-    t0 = time.perf_counter()
-    model = fit.from_inputs(s.theta_start, "starting force field")
-    if s.minimized:
-        state.start_geometries = geometries_to_json(model.geometries)
-    s.initial = s.evaluate(s.theta_start, model)
-    seconds = time.perf_counter() - t0
-    log(f"compiled and evaluated the starting force field in {seconds:.1f} s: "
-        f"{s.initial.text()}")
-    if not s.initial.finite:
-        log(f"warning: the starting force field gives a non-finite loss: {s.initial.diagnosis}; "
-            "the fit goes on, and steers away from non-finite losses")
-    if state.best is None or rescore:
-        kept = [c for c in (state.best, state.lowest_training) if c is not None]
-        state.best = state.lowest_training = None
-        fit.consider(s.initial, -1, -1, 0)  # trial 0, step 0: the starting force field
-        for candidate in kept:  # --accept-changed-inputs: judged again under the new inputs
-            theta = np.clip(np.array(candidate["theta"]), s.lower, s.upper)
-            ev = s.evaluate(theta, fit.from_inputs(theta, "a kept force field, under the new "
-                                                   "inputs"))
-            fit.consider(ev, candidate["trial"] - 1, candidate["step"] - 1,
-                         candidate["iteration"])
-            log(f"kept force field of trial {candidate['trial']} step {candidate['step']} "
-                f"scored again under the new inputs: {ev.text()} (was loss "
-                f"{candidate['loss']:.6g})")
-    return seconds
-
-
 def _fit(config: Config, inputs: Inputs, log: RunLog, fingerprint: dict, wall_start: float, *,
          resume: bool, rescore: bool, stop_after_steps: int | None) -> FitResult:
     """``run_fit``'s work, in its locked output directory with its log."""
@@ -246,12 +214,13 @@ def _fit(config: Config, inputs: Inputs, log: RunLog, fingerprint: dict, wall_st
     with _interruptible(path) as check_signals:
         fit = Fit(setup, state, log, rng, clock(state.elapsed, wall_start), check_signals)
         for observer in (History(), LogLines(),
-                         EarlyStopping(opt.early_stopping) if opt.early_stopping else None):
+                         EarlyStopping(opt.early_stopping) if opt.early_stopping else None,
+                         Behind(opt.behind) if opt.behind else None):
             if observer is not None:
                 fit.attach(observer)
         checkpoint = fit.attach(Checkpoint(path))
         fit.attach(Progress())
-        compile_seconds = _start(fit, rescore)
+        compile_seconds = fit.begin(rescore)
         checkpoint.saved = json.loads(json.dumps(state.to_json()))
         log.start_bar(opt.trials * opt.steps, fit.steps_done())
         try:

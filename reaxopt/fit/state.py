@@ -57,7 +57,9 @@ class RunState:
     history: one row per optimizer iteration and outer step; rng: the numpy generator's state;
     elapsed: seconds of earlier (interrupted) runs; start_geometries: the minimised structures
     relaxed under the starting force field; inputs: the inputs' fingerprint
-    (``reaxopt.rundir``); finished: the run completed its plan.
+    (``reaxopt.rundir``); finished: the run completed its plan; exploration: the global
+    stage's state (``reaxopt.fit.explore.Exploration``); candidates: the points it handed over,
+    [theta, loss], that start the local trials in order.
     """
 
     labels: list = field(default_factory=list)
@@ -71,6 +73,8 @@ class RunState:
     finished: bool = False
     start_geometries: list | None = None
     inputs: dict | None = None
+    exploration: dict | None = None
+    candidates: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
