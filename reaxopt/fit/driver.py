@@ -33,9 +33,6 @@ from reaxopt.fit.state import RunState, Trial
 from reaxopt.relaxation import Relaxed, geometries_from_json, geometries_to_json
 
 
-SAME_POINT = 1e-12  # scaled step lengths up to this are the start itself (rounding in u)
-
-
 class FitInterrupted(Exception):
     """SIGINT or SIGTERM arrived; the checkpoint has been saved."""
 
@@ -296,10 +293,8 @@ class Fit:
         """Relax the step's end under its own parameters, accept or reject it, update the
         trust radius, and tell the observers."""
         s, result, where = self.setup, outcome.result, f"trial {trial.number} step {index + 1}"
-        theta_end = s.lower + np.clip(result.x, 0.0, 1.0) * s.span
+        theta_end = outcome.theta_end
         length = float(np.max(np.abs(theta_end - theta) / s.span, initial=0.0))
-        if length <= SAME_POINT:  # the optimizer stayed at the start (up to rounding)
-            theta_end, length = theta.copy(), 0.0
         end_model = self.model_at(theta_end, f"{where} end", carried)
         end = self.evaluate(theta_end, end_model)
         # an optimizer stopped where it started by a non-finite loss has not converged: the

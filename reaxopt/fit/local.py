@@ -17,6 +17,7 @@ import scipy.optimize
 
 BAD_LOSS = 1.0e20  # handed to the optimizer where the loss or its gradient is not finite
 MIN_TRUST_RADIUS = 1e-4  # share of the bound range: a trial whose trust radius falls below ends
+SAME_POINT = 1e-12  # scaled distances up to this from the start are the start (rounding in u)
 
 
 @dataclass
@@ -26,7 +27,8 @@ class StepOutcome:
     result: scipy's OptimizeResult (x in scaled units); iterations: its iterations; start_loss:
     the loss at the step's start; non_finite: the scaled distance from the start to the
     nearest non-finite evaluation (None: none met); converged: whether a stopping rule of
-    ``stopping_rule`` (or scipy's own) ended it; message: how it ended, in words.
+    ``stopping_rule`` (or scipy's own) ended it; message: how it ended, in words; theta_end:
+    the parameters it ended at (the start itself when it ended within SAME_POINT of it).
     """
 
     result: object
@@ -35,6 +37,7 @@ class StepOutcome:
     non_finite: float | None
     converged: bool = False
     message: str = ""
+    theta_end: np.ndarray | None = None
 
 
 def projected_gradient(u: np.ndarray, gradient: np.ndarray, low: np.ndarray,
@@ -75,39 +78,45 @@ def local_step(evaluate: Callable, theta: np.ndarray, lower: np.ndarray, span: n
     iterate's evaluation; on_non_finite(ev) for each non-finite evaluation.
     """
     recent: list[tuple[np.ndarray, object]] = []  # the last few evaluations
-    seen = {"iterations": 0, "start_loss": None, "non_finite": None, "small_step": False}
     u0 = np.clip((theta - lower) / span, 0.0, 1.0)
-    previous, scale = [u0], [1.0]
+    seen = {"iterations": 0, "start_loss": None, "non_finite": None, "small_step": False,
+            "previous": u0, "scale": 1.0}
     inside = bool(np.all((theta >= lower) & (theta <= lower + span)))
+
+    def parameters(u, within: float = 0.0):
+        """theta at u: the start itself (not its round trip) where u is within ``within``."""
+        near = inside and float(np.max(np.abs(u - u0), initial=0.0)) <= within
+        return np.array(theta, float) if near else lower + u * span
+
+    def recalled(u):
+        return next((e for v, e in reversed(recent) if np.array_equal(u, v)), None)
 
     def fun(u):
         u = np.clip(np.asarray(u, float), 0.0, 1.0)
-        cached = next((e for v, e in reversed(recent) if np.array_equal(u, v)), None)
-        # the start is evaluated at theta itself, not at its round trip through u
-        ev = cached if cached is not None else evaluate(
-            np.array(theta, float) if inside and np.array_equal(u, u0) else lower + u * span)
-        if cached is None:
+        ev = recalled(u)
+        if ev is None:
+            ev = evaluate(parameters(u))
             recent.append((u, ev))
             del recent[:-4]
-        if seen["start_loss"] is None:
-            seen["start_loss"] = ev.loss
-        if not ev.finite:
-            if cached is None:
+            if not ev.finite:
                 distance = float(np.max(np.abs(u - u0), initial=0.0))
                 seen["non_finite"] = min(distance, seen["non_finite"] or math.inf)
                 if on_non_finite is not None:
                     on_non_finite(ev)
+        if seen["start_loss"] is None:
+            seen["start_loss"] = ev.loss
+        if not ev.finite:
             return BAD_LOSS, np.zeros_like(u)
-        return ev.loss / scale[0], ev.gradient * span / scale[0]
+        return ev.loss / seen["scale"], ev.gradient * span / seen["scale"]
 
     def callback(xk):
         seen["iterations"] += 1
         xk = np.clip(np.asarray(xk, float), 0.0, 1.0)
         if recent and on_iteration is not None:
-            ev = next((e for u, e in reversed(recent) if np.array_equal(u, xk)), recent[-1][1])
-            on_iteration(ev, seen["iterations"])
-        moved = float(np.max(np.abs(xk - previous[0]), initial=0.0))
-        previous[0] = xk
+            ev = recalled(xk)
+            on_iteration(ev if ev is not None else recent[-1][1], seen["iterations"])
+        moved = float(np.max(np.abs(xk - seen["previous"]), initial=0.0))
+        seen["previous"] = xk
         if moved <= opt.tolerance:
             seen["small_step"] = True
             raise _SmallStep
@@ -118,23 +127,23 @@ def local_step(evaluate: Callable, theta: np.ndarray, lower: np.ndarray, span: n
     f0, g0 = fun(u0)
     start_gradient = projected_gradient(u0, g0, low, high)
     if start_gradient > 0.0 and math.isfinite(start_gradient):
-        scale[0] = start_gradient  # the optimizer sees a loss whose gradient is of order 1
-    options = stopping_rule(opt.method, opt.tolerance, f0 / scale[0])
+        seen["scale"] = start_gradient  # the optimizer sees a loss whose gradient is of order 1
+    options = stopping_rule(opt.method, opt.tolerance, f0 / seen["scale"])
     result = scipy.optimize.minimize(fun, u0, jac=True, method=opt.method,
                                      bounds=list(zip(low, high)),
                                      options={"maxiter": opt.max_iterations, **options},
                                      callback=callback)
     if float(result.fun) < BAD_LOSS:
-        result.fun = float(result.fun) * scale[0]
+        result.fun = float(result.fun) * seen["scale"]
     if getattr(result, "jac", None) is not None:
-        result.jac = np.asarray(result.jac) * scale[0]
+        result.jac = np.asarray(result.jac) * seen["scale"]
     converged = bool(result.success) or seen["small_step"]
     message = optimizer_message(result)
     if seen["small_step"]:
         message = (f"CONVERGENCE: an iteration moved no parameter by more than {opt.tolerance:g}"
                    " of its range")
     return StepOutcome(result, seen["iterations"], seen["start_loss"], seen["non_finite"],
-                       converged, message)
+                       converged, message, parameters(np.clip(result.x, 0.0, 1.0), SAME_POINT))
 
 
 def trust_update(radius: float, start_loss: float, predicted_loss: float, actual_loss: float,
