@@ -11,8 +11,7 @@ the parameters is ``reaxopt.response``'s business).
 
 A packed model (``ModelOptions.packed``, as fits build them) relaxes its structures together
 as one packed system (``relax_packed``, ``fire_packed``): the same FIRE steps per structure,
-one compilation whatever their sizes (cobalt's 129 relaxing structures: 19 s instead of 93 s
-for the padded batches' shapes) and the same trajectories to rounding. A structure that pauses
+one compilation whatever their sizes, and the same trajectories to rounding. A structure that pauses
 for a list rebuild waits until no other can step, or until at most a quarter of the packed
 structures can (``SHRINK_FACTOR``); then the paused ones get new lists and the unfinished
 ones are re-packed, into the smallest of the shapes full/4, full/16, ... that holds them
@@ -50,6 +49,16 @@ components relax.
 FIRE settings (ASE's defaults, with forces scaled from kcal/mol/Å to eV/Å for FIRE's steps): dt
 0.1, dt_max 1.0, N_min 5, f_inc 1.1, f_dec 0.5, alpha_start 0.1, f_alpha 0.99, largest step
 0.2 Å.
+
+Stiff BGF restraints (``reaxopt.restraints``: a 1-degree angle well thousands of kcal/mol
+deep) would make FIRE's steps leave their well, where the Gaussian restraint has no force.
+Two things keep them in it. For restraints stiffer than RESTRAINT_STIFF along their
+coordinate, FIRE steps across the restrained coordinates (the forces with their components
+along them removed) while each step moves the restrained values by a Newton step on the
+restraints' curvature plus RESTRAINT_STIFFNESS, towards where they balance the forces along
+them (``restraints.split_forces``; softer restraints, which FIRE handles, step with it); and a step is shortened so that no restrained value moves by
+more than RESTRAINT_STEP of its well's width 1/sqrt(force2) (``restraints.step_share``).
+Convergence is still judged on the plain RMS force.
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ from reaxopt.packed import (Packed, ladder_sizes, pack, pack_counts, packed_ener
 from reaxopt.restraints import batch_energy_forces as restraint_energy_forces
 from reaxopt.restraints import batch_of as restraints_of
 from reaxopt.restraints import energy_forces_virial as restraint_energy_forces_virial
+from reaxopt.restraints import split_forces, step_share
 
 KCAL_PER_EV = 23.060547830619029  # kcal/mol per eV (forces are scaled to eV/Å for FIRE's steps)
 DT, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA0, F_ALPHA, MAX_STEP = (0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99,
@@ -80,6 +90,9 @@ DT, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA0, F_ALPHA, MAX_STEP = (0.1, 1.0, 5, 1.1, 
 GROWTH_HEADROOM = 0.25  # extra room (share of the count) when a batch's lists outgrow it
 SHRINK_FACTOR = 4  # a packed relaxation re-packs when at most 1/4 of its structures still step
 CELL_LENGTH = 10.0  # Å per unit strain in FIRE's cell coordinate (the nonbonded cutoff's order)
+RESTRAINT_STEP = 0.25  # a step moves a restrained value by at most this share of its well width
+RESTRAINT_STIFFNESS = 1000.0  # kcal/mol/Å²: ReaxFF's curvature along a restrained value, at most
+RESTRAINT_STIFF = 2.0e4  # kcal/mol/Å²: restraints stiffer than this step by Newton, not by FIRE
 
 
 @jax.tree_util.register_dataclass
@@ -197,8 +210,25 @@ def _fire(positions, cells, state: FireState, mask, reaxff, anchors, cell_anchor
         return (jnp.where(mask[..., None], f, 0.0) / KCAL_PER_EV,
                 jnp.where(free, w, 0.0) / (CELL_LENGTH * KCAL_PER_EV))
 
+    def driving(x, cell, f):
+        """(forces FIRE steps along (B, n, 3) eV/Å, Newton step of the restrained values
+        (B, n, 3) Å): with restraints, FIRE moves across them and the Newton step along them
+        (``restraints.split_forces``)."""
+        if restraints is None:
+            return f, jnp.zeros_like(f)
+        tangent, step = jax.vmap(split_forces, in_axes=(0, 0, 0, 0, None, None))(
+            f * KCAL_PER_EV, x, cell, restraints, RESTRAINT_STIFFNESS, RESTRAINT_STIFF)
+        return tangent / KCAL_PER_EV, jnp.where(mask[..., None], step, 0.0)
+
+    def share(x, x_try, cell):
+        """(B, 1, 1): the share of each structure's step its restraints allow."""
+        if restraints is None:
+            return jnp.ones((x.shape[0], 1, 1))
+        return jax.vmap(step_share, in_axes=(0, 0, 0, 0, None))(
+            x, x_try, cell, restraints, RESTRAINT_STEP)[:, None, None]
+
     def running(carry):
-        _, _, s, _, _, rms, paused = carry
+        _, _, s, _, _, _, _, rms, paused = carry
         return (s.steps < max_steps) & (rms * KCAL_PER_EV >= rms_force) & ~paused
 
     def drift(x, cell):
@@ -208,31 +238,34 @@ def _fire(positions, cells, state: FireState, mask, reaxff, anchors, cell_anchor
         return atoms + jnp.where(cell_free, reach * jnp.linalg.norm(strain, axis=(1, 2)), 0.0)
 
     def body(carry):
-        x, cell, s, f, fc, _, paused = carry
+        x, cell, s, f, fc, p, newton, _, paused = carry
         go = running(carry)
-        power = jnp.sum(f * s.velocity, axis=(1, 2)) + jnp.sum(fc * s.cell_velocity, axis=(1, 2))
-        norm_f = jnp.sqrt(jnp.sum(f * f, axis=(1, 2)) + jnp.sum(fc * fc, axis=(1, 2))) + 1e-30
+        power = jnp.sum(p * s.velocity, axis=(1, 2)) + jnp.sum(fc * s.cell_velocity, axis=(1, 2))
+        norm_f = jnp.sqrt(jnp.sum(p * p, axis=(1, 2)) + jnp.sum(fc * fc, axis=(1, 2))) + 1e-30
         norm_v = jnp.sqrt(jnp.sum(s.velocity ** 2, axis=(1, 2))
                           + jnp.sum(s.cell_velocity ** 2, axis=(1, 2)))
         ratio = (s.alpha * norm_v / norm_f)[:, None, None]
         keep_v = (1 - s.alpha)[:, None, None]
         uphill = power <= 0.0
-        v = jnp.where(uphill[:, None, None], 0.0, keep_v * s.velocity + ratio * f)
+        v = jnp.where(uphill[:, None, None], 0.0, keep_v * s.velocity + ratio * p)
         vc = jnp.where(uphill[:, None, None], 0.0, keep_v * s.cell_velocity + ratio * fc)
         grow = (~uphill) & (s.since > N_MIN)
         dt = jnp.where(uphill, s.dt * F_DEC, jnp.where(grow, jnp.minimum(s.dt * F_INC, DT_MAX),
                                                        s.dt))
         alpha = jnp.where(uphill, ALPHA0, jnp.where(grow, s.alpha * F_ALPHA, s.alpha))
         since = jnp.where(uphill, 0, s.since + 1)
-        v = v + dt[:, None, None] * f
+        v = v + dt[:, None, None] * p
         vc = vc + dt[:, None, None] * fc
-        dx, dc = dt[:, None, None] * v, dt[:, None, None] * vc
+        dx, dc = dt[:, None, None] * v + newton, dt[:, None, None] * vc
         largest = jnp.maximum(jnp.max(jnp.linalg.norm(dx, axis=-1), axis=1),
                               jnp.max(jnp.linalg.norm(dc, axis=-1), axis=1))
         scale = jnp.minimum(1.0, MAX_STEP / jnp.maximum(largest, 1e-30))[:, None, None]
         dx = jnp.where(mask[..., None], dx * scale, 0.0)
-        strain = jnp.eye(3) + jnp.where(free, dc * scale, 0.0) / CELL_LENGTH
-        x_try = jnp.einsum("bnj,bjk->bnk", x, strain) + dx
+        dc = jnp.where(free, dc * scale, 0.0) / CELL_LENGTH
+        x_try = jnp.einsum("bnj,bjk->bnk", x, jnp.eye(3) + dc) + dx
+        scale = share(x, x_try, cell)
+        strain = jnp.eye(3) + scale * dc
+        x_try = jnp.einsum("bnj,bjk->bnk", x, strain) + scale * dx
         cell_try = jnp.einsum("bij,bjk->bik", cell, strain)
         take = go & ~(drift(x_try, cell_try) > half_skin)
         keep = take[:, None, None]
@@ -244,13 +277,13 @@ def _fire(positions, cells, state: FireState, mask, reaxff, anchors, cell_anchor
                           jnp.where(take, since, s.since), s.steps + take.astype(s.steps.dtype))
         f = jnp.where(keep, f_new, f)
         fc = jnp.where(keep, fc_new, fc)
-        return (x_new, cell_new, state, f, fc, _rms(f, mask, fc, cell_free),
-                paused | (go & ~take))
+        return (x_new, cell_new, state, f, fc, *driving(x_new, cell_new, f),
+                _rms(f, mask, fc, cell_free), paused | (go & ~take))
 
     f0, fc0 = forces_of(positions, cells)
-    carry = (positions, cells, state, f0, fc0, _rms(f0, mask, fc0, cell_free),
-             jnp.zeros(positions.shape[0], bool))
-    x, cells, state, _, _, rms, paused = jax.lax.while_loop(
+    carry = (positions, cells, state, f0, fc0, *driving(positions, cells, f0),
+             _rms(f0, mask, fc0, cell_free), jnp.zeros(positions.shape[0], bool))
+    x, cells, state, _, _, _, _, rms, paused = jax.lax.while_loop(
         lambda c: jnp.sum(running(c)) > least_running, body, carry)
     return x, cells, state, rms * KCAL_PER_EV, paused
 

@@ -32,6 +32,7 @@ from reaxopt.model import Model, ModelOptions, build_model, loosest_params
 from reaxopt.packed import gated
 from reaxopt.response import Response, relaxed_response, renumbered
 
+TYPICAL_FIRE_STEPS = 100  # FIRE steps per relaxation the clustering's cost estimate assumes
 REMEMBERED = 6  # cache entries: a step's start and end (and with carry the end from the
 # inputs), each under two keys
 
@@ -186,10 +187,11 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
     def originals(at: tuple) -> list:
         """Geometries of every minimized model row as those of the local rows."""
         return [at[j] for j in first]
-    # automatic K weighs compilation against minimize.steps energy evaluations in each of
-    # about optimizer.steps + 2 relaxations
-    auto = AutoK(evaluations=config.minimize.steps * (config.optimizer.steps + 2),
-                 max_ratio=math.inf)
+    # automatic K weighs compilation against the energy evaluations of about
+    # optimizer.steps + 2 relaxations, each of up to minimize.steps FIRE steps (most
+    # structures stop far sooner: at most TYPICAL_FIRE_STEPS count)
+    auto = AutoK(evaluations=min(config.minimize.steps, TYPICAL_FIRE_STEPS)
+                 * (config.optimizer.steps + 2), max_ratio=math.inf)
     relax_model = build_model([structures[k] for k in distinct], problem.base_params,
                               problem.model.topology,
                               ModelOptions(clusters=config.clusters, auto=auto),

@@ -108,7 +108,8 @@ def batch_force_constants(positions, system, params: Params, topology: Topology)
 def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 0.0,
                      restraints=None) -> Response:
     """The ``Response`` of the model rows ``rows`` (their current positions taken as relaxed)
-    under ``params``: one force-constant evaluation per cluster holding any of them.
+    under ``params``: one force-constant evaluation per structure, in its batch's padded shape
+    (one compiled shape per batch, however many of its structures are asked for).
     min_stiffness: see ``internal_inverse``; restraints: per model row, the BGF restraints its
     relaxation applied (None: none)."""
     rows = np.asarray(sorted(set(int(r) for r in rows)), np.int64)
@@ -121,26 +122,26 @@ def relaxed_response(model: Model, params: Params, rows, min_stiffness: float = 
         wanted = [(b, where[int(m)]) for b, m in enumerate(members) if int(m) in where]
         if not wanted:
             continue
-        # only the wanted slots: a second derivative of the whole batch costs its size
-        slots = np.array([b for b, _ in wanted])
-        sub = jax.tree_util.tree_map(lambda a: a[slots], system)
-        constants, forces = map(np.asarray, batch_force_constants(
-            positions[slots], sub, params, topology=model.topology))
-        restrained = restraints_of(restraints, members[slots])
-        pulled = np.zeros_like(forces)
-        if restrained is not None:
-            constants = constants + np.asarray(restraint_force_constants(
-                positions[slots], sub.cell, restrained))
-            pulled = np.asarray(restraint_energy_forces(positions[slots], sub.cell,
-                                                        restrained)[1])
-        for j, (b, k) in enumerate(wanted):
+        # sliced on the host: device slices would compile once per slot
+        positions = np.asarray(positions)
+        system = jax.tree_util.tree_map(np.asarray, system)
+        for b, k in wanted:
+            one = jax.tree_util.tree_map(lambda a: a[b:b + 1], system)
+            constants, forces = map(np.asarray, batch_force_constants(
+                positions[b:b + 1], one, params, topology=model.topology))
+            restrained = restraints_of(restraints, members[b:b + 1])
+            pulled = np.zeros_like(forces)
+            if restrained is not None:
+                constants = constants + np.asarray(restraint_force_constants(
+                    positions[b:b + 1], one.cell, restrained))
+                pulled = np.asarray(restraint_energy_forces(positions[b:b + 1], one.cell,
+                                                            restrained)[1])
             n = model.n_atoms[int(members[b])]
-            x = np.asarray(positions[b, :n])
-            periodic = bool(np.any(np.asarray(system.cell[b])))
             matrices[k, :3 * n, :3 * n] = internal_inverse(
-                constants[j, :n, :, :n, :].reshape(3 * n, 3 * n), x, periodic, min_stiffness)
-            start_forces[k, :n] = forces[j, :n]
-            restraint_forces[k, :n] = pulled[j, :n]
+                constants[0, :n, :, :n, :].reshape(3 * n, 3 * n), positions[b, :n],
+                bool(np.any(system.cell[b])), min_stiffness)
+            start_forces[k, :n] = forces[0, :n]
+            restraint_forces[k, :n] = pulled[0, :n]
     return Response(jnp.asarray(rows), jnp.asarray(matrices), jnp.asarray(start_forces),
                     jnp.asarray(restraint_forces))
 

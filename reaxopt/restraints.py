@@ -77,11 +77,17 @@ def restraint_values(positions, cell, restraints: RestraintArrays):
                       [bond, DEGREES_PER_RADIAN * angle], DEGREES_PER_RADIAN * torsion)
 
 
+def restraint_deltas(positions, cell, restraints: RestraintArrays):
+    """(R,) value - target of one structure's restraints (Å or degrees; torsions wrapped into
+    [-180, 180))."""
+    delta = restraint_values(positions, cell, restraints) - restraints.target
+    return jnp.where(restraints.code == KIND_CODES["torsion"],
+                     DEGREES_PER_RADIAN * wrapped_angle(delta / DEGREES_PER_RADIAN), delta)
+
+
 def restraint_energy(positions, cell, restraints: RestraintArrays):
     """Restraint energy (kcal/mol) of one structure."""
-    delta = restraint_values(positions, cell, restraints) - restraints.target
-    delta = jnp.where(restraints.code == KIND_CODES["torsion"],
-                      DEGREES_PER_RADIAN * wrapped_angle(delta / DEGREES_PER_RADIAN), delta)
+    delta = restraint_deltas(positions, cell, restraints)
     energy = restraints.force1 * (1.0 - jnp.exp(-restraints.force2 * delta ** 2))
     return jnp.sum(jnp.where(restraints.mask, energy, 0.0))
 
@@ -97,6 +103,48 @@ def energy_forces_virial(positions, cell, restraints: RestraintArrays):
     energy, (gradient, strain_gradient) = jax.value_and_grad(strained, argnums=(0, 1))(
         positions, jnp.zeros((3, 3), positions.dtype))
     return energy, -gradient, -0.5 * (strain_gradient + strain_gradient.T)
+
+
+def split_forces(forces, positions, cell, restraints: RestraintArrays, stiffness: float,
+                 stiff: float = 0.0):
+    """(tangent forces (n, 3), step (n, 3) Å) of one structure's forces (n, 3) kcal/mol/Å at
+    its restraints.
+
+    With G (3n, R) the gradients of the restrained values (Å or degrees per Å) and K the
+    restraints' curvatures 2 force1 force2 at the bottom of their wells: the tangent forces are
+    the forces without their components along G (they move no restrained value to first order);
+    the step G a is a Newton step within G's span, with the curvature there taken as the
+    restraints' plus ``stiffness`` (kcal/mol/Å², an upper bound on ReaxFF's own):
+    ((GᵀG) K (GᵀG) + stiffness GᵀG) a = Gᵀ F. A restraint far stiffer than ReaxFF is then
+    brought to its balance in one step; a softer one is approached without overshooting.
+    Only restraints whose Cartesian curvature K |g|² exceeds ``stiff`` (kcal/mol/Å²) take
+    part; the others, padding restraints and degenerate values (zero gradient) do not."""
+    gradients = jax.jacrev(restraint_values)(positions, cell, restraints)
+    g = jnp.where(jnp.isfinite(gradients), gradients, 0.0).reshape(len(restraints.mask), -1)
+    g = jnp.where(restraints.mask[:, None], g, 0.0)
+    curvature = 2.0 * restraints.force1 * restraints.force2
+    used = (jnp.sum(g * g, axis=1) > 1e-20) & (curvature * jnp.sum(g * g, axis=1) > stiff)
+    g = jnp.where(used[:, None], g, 0.0)
+    gram = g @ g.T + jnp.diag(jnp.where(used, 0.0, 1.0))
+    curvature = jnp.where(used, curvature, 1.0)
+    f = forces.reshape(-1)
+    projected = g @ f
+    tangent = f - g.T @ jnp.linalg.solve(gram, projected)
+    hessian = gram @ (curvature[:, None] * gram) + stiffness * gram
+    step = g.T @ jnp.linalg.solve(hessian, projected)
+    return tangent.reshape(forces.shape), step.reshape(forces.shape)
+
+
+def step_share(before, after, cell, restraints: RestraintArrays, widths: float):
+    """The share (0, 1] of a step from ``before`` to ``after`` (n, 3) Å to take so that no
+    restrained value moves by more than ``widths`` of its well's width 1/sqrt(force2), with
+    each value's change taken as linear in the step."""
+    change = jnp.abs(restraint_deltas(after, cell, restraints)
+                     - restraint_deltas(before, cell, restraints))
+    change = jnp.where(restraints.code == KIND_CODES["torsion"],
+                       jnp.minimum(change, 360.0 - change), change)
+    reach = jnp.where(restraints.mask, change * jnp.sqrt(restraints.force2) / widths, 0.0)
+    return 1.0 / jnp.maximum(1.0, jnp.max(reach, initial=0.0))
 
 
 @jax.jit

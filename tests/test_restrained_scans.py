@@ -1,7 +1,7 @@
 """The restrained-scan set (``datasets/scans/``, written by ``datasets/scans/make_scans.py``):
 the geo file reads back with the generator's restraints, the LAMMPS references are reproduced
-live for three structures, and (expected to fail for now) reaxopt's relaxations with the default
-settings reach the references.
+live for three structures, and reaxopt's relaxations with the default settings reach the
+references.
 
 The generator is imported from its file; its table of scans (``SCANS``) and geometry builder
 (``structures``) are the source of truth the files are checked against.
@@ -170,6 +170,19 @@ def test_lammps_dihedral_restraint_holds_reaxopts_torsion(reference):
     assert result["energy"] == pytest.approx(r["reference"]["energy"], abs=1e-6)
 
 
+def test_restrained_relaxations_give_the_loss_forces_for_their_energy_response():
+    """Energy items only, but restrained relaxations: their energies move with the parameters
+    through the forces (``reaxopt.response.linearised_positions``), so the loss's model must
+    compute forces (without them the response reads zeros and shifts every energy)."""
+    from reaxopt.config import load_config
+    from reaxopt.fit.problem import build_problem
+    from reaxopt.inputs import load_inputs
+
+    inputs = load_inputs(load_config(SCANS / "scans.yaml"))
+    assert inputs.training.trainset.energy and not inputs.training.trainset.forces
+    assert build_problem(inputs).model.with_forces
+
+
 # ------------------------------------------- (c) the target: relaxations reach the references
 
 
@@ -179,12 +192,6 @@ TARGET = ("methanol_OH_0.80", "water_HOH_080", "methanol_HCOH_090")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="FIRE's steps are far wider than a 1-degree restraint "
-                   "well (its first step already moves an H by ~0.05 Å, later ones up to "
-                   "0.2 Å): angle and torsion coordinates leave the well, where the Gaussian "
-                   "restraint has no force, and relax unrestrained; the stiff O-H bond "
-                   "restraint (1.5/Å²) leaves FIRE oscillating at its step limit "
-                   "(benchmarks/results/scan_relaxation.json)")
 def test_default_relaxations_reach_the_lammps_restrained_minima(reference):
     """Every structure of a few scans, relaxed through the fit's path (``make_relaxer``) with
     the default ``minimize`` settings, ends below ``rms_force`` with its restraint held, at the
@@ -246,3 +253,14 @@ def test_default_relaxations_reach_the_lammps_restrained_minima(reference):
                             f" from LAMMPS's (bound {bound:.3g}), restraint energy "
                             f"{restraint_energy[k]:.4g}")
     assert not failures, "; ".join(failures)
+    # at the relaxed geometries the loss's energy response adds nothing at the parameters the
+    # relaxation was made under: the loss equals the plain energies' loss
+    from reaxopt.fit.problem import make_evaluator
+    from reaxopt.relaxation import Relaxed
+
+    evaluate = make_evaluator(problem, 0.0, theta)
+    with_response = evaluate(theta, relaxed)
+    plain = evaluate(theta, Relaxed(relaxed.model))
+    np.testing.assert_allclose(with_response.training_residuals, plain.training_residuals,
+                               rtol=1e-6, atol=1e-6)
+    assert plain.loss < 0.05  # the items are LAMMPS's energy differences

@@ -219,3 +219,65 @@ def test_restrained_energy_and_geometry_have_their_relaxed_derivatives(setup, re
     plain = np.asarray(jax.grad(lambda t: model.predict(tmap.to_params(t, params)).energy[0])(
         jnp.asarray(theta0)))
     assert np.min(np.abs(plain - reference[0]) / np.abs(reference[0])) > 1e-2
+
+
+def _water_angle(force1=7500.0, force2=1.0):
+    """A bent H-O-H (104.5 degrees) and its angle restraint at 104.5 as device arrays."""
+    x = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0],
+                  [0.9572 * np.cos(np.radians(104.5)), 0.9572 * np.sin(np.radians(104.5)), 0.0]])
+    arrays = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), restraint_arrays(
+        [[Restraint("angle", (1, 0, 2), 104.5, force1, force2)]]))
+    return jnp.asarray(x), arrays
+
+
+def test_split_forces_remove_the_restrained_direction_and_step_to_the_balance():
+    """The tangent forces have no component along the restrained value's gradient g (and
+    forces across it pass unchanged); the Newton step takes a structure held only by its
+    restraint, 0.02 degrees off its target, back to the target (to second order), and with a
+    stiffness K allowed for ReaxFF, by the share k|g|²/(k|g|² + K) of the way."""
+    from reaxopt.restraints import restraint_values, split_forces
+
+    x, arrays = _water_angle()
+    cell = jnp.zeros((3, 3))
+    g = np.asarray(jax.jacrev(restraint_values)(x, cell, arrays))[0]  # degrees per Å
+    rng = np.random.default_rng(1)
+    forces = rng.normal(0.0, 50.0, (3, 3))
+    tangent, step = map(np.asarray, split_forces(jnp.asarray(forces), x, cell, arrays, 1e3))
+    assert abs(np.sum(tangent * g)) < 1e-10 * np.abs(forces).max() * np.linalg.norm(g)
+    np.testing.assert_allclose(tangent + np.sum(forces * g) / np.sum(g * g) * g, forces,
+                               atol=1e-10)
+    across = np.zeros((3, 3))
+    across[:, 2] = [1.0, -2.0, 0.5]  # out of the molecule's plane: the angle does not change
+    kept, none = map(np.asarray, split_forces(jnp.asarray(across), x, cell, arrays, 1e3))
+    np.testing.assert_allclose(kept, across, atol=1e-12)
+    np.testing.assert_allclose(none, 0.0, atol=1e-14)
+    # off target by 0.02 degrees, under the restraint's own force
+    off = np.asarray(x) - 0.02 * g / np.sum(g * g)
+    assert float(restraint_values(jnp.asarray(off), cell, arrays)[0]) == pytest.approx(
+        104.5 - 0.02, abs=1e-5)
+    _, pull, _ = energy_forces_virial(jnp.asarray(off), cell, arrays)
+    _, step = split_forces(pull, jnp.asarray(off), cell, arrays, 0.0)
+    back = float(restraint_values(jnp.asarray(off) + step, cell, arrays)[0])
+    assert abs(back - 104.5) < 1e-5  # from 0.02 degrees: Newton's second-order error
+    # with an allowance for ReaxFF's curvature the step falls short by its share of the whole
+    _, damped = split_forces(pull, jnp.asarray(off), cell, arrays, 1e3)
+    share = 1.0 / (1.0 + 1e3 / (2 * 7500.0 * np.sum(g * g)))
+    moved = float(restraint_values(jnp.asarray(off) + damped, cell, arrays)[0]) - (104.5 - 0.02)
+    assert moved == pytest.approx(0.02 * share, rel=1e-3)
+
+
+def test_step_share_keeps_a_restrained_value_within_its_share_of_the_well():
+    """A step that would open the angle by 4 degrees is cut to the share that moves it by a
+    quarter of its 1-degree well; a step that barely moves it is taken whole."""
+    from reaxopt.restraints import step_share
+
+    x, arrays = _water_angle()
+    turn = np.radians(4.0)
+    rotation = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0],
+                         [0, 0, 1]])
+    after = np.asarray(x).copy()
+    after[2] = after[2] @ rotation.T
+    share = float(step_share(x, jnp.asarray(after), jnp.zeros((3, 3)), arrays, 0.25))
+    assert share == pytest.approx(0.25 / 4.0, rel=1e-9)
+    nudged = np.asarray(x) + 1e-4 * np.array([[0, 0, 1.0], [0, 0, -1.0], [0, 0, 1.0]])
+    assert float(step_share(x, jnp.asarray(nudged), jnp.zeros((3, 3)), arrays, 0.25)) == 1.0

@@ -2,12 +2,10 @@
 
 ``table[type_i, type_j]`` differentiates in the table as a scatter-add of one update per pair
 into n_types² entries. With 10⁵-10⁶ nonbonded pairs and one to a few elements nearly every
-update lands on the same entry. On a GPU such a scatter serialises: cobalt's two nonbonded
-scatters took 14 s each on an H200, 99 % of its loss gradient (benchmarks/results/gpu.json).
-On accelerators the derivative is taken as a one-hot contraction over the pairs instead (the
-same sums, as a reduction); how much that gains on a GPU is still to be measured
-(``benchmarks/profile_kernels.py``). On CPUs XLA's scatter is the faster one (disulfide's loss
-gradient: 0.069 s against 0.124 s with the contraction), so they keep the plain lookup.
+update lands on the same entry, which a GPU scatter serialises. On accelerators the derivative
+is therefore taken as a one-hot contraction over the pairs (the same sums, as a reduction); on
+CPUs XLA's scatter is the faster one and the plain lookup is kept
+(``benchmarks/results/gpu.json``, ``benchmarks/profile_kernels.py``).
 """
 
 from __future__ import annotations

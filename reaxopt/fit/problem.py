@@ -94,9 +94,11 @@ def build_problem(inputs: Inputs, options: ModelOptions | None = None) -> Proble
         validation, validation_info = loss_module.compile_items(
             inputs.validation, indices["validation"], mode)
     # forces enter the loss through force items, RMSG and the geometry response (which
-    # linearises the relaxed positions with the forces); without any, skip them
+    # linearises the relaxed positions, and restrained relaxations' energies, with the
+    # forces); without any, skip them
     kinds = [items.counts() for items in (training, validation) if items is not None]
-    needs_forces = any(c["forces"] or c["geometry"] for c in kinds)
+    needs_forces = (any(c["forces"] or c["geometry"] for c in kinds)
+                    or any(s.restraints and s.run_type != "single_point" for s in structures))
     model = dataclasses.replace(model, with_forces=needs_forces)
     return Problem(inputs, tmap, params, model, training, training_info, validation,
                    validation_info, tmap.from_params(params), tuple(names), structures)
