@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANS = ROOT / "datasets" / "scans"
-SETTINGS = {"default": {}, "newton": {"steps": 1000, "newton_steps": 40}}
+SETTINGS = {"default": {}, "newton": {"steps": 1000, "newton_steps": 40}, "steps300": {"steps": 300}}
 
 
 class Compilations:
