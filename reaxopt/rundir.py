@@ -25,7 +25,7 @@ from reaxopt.validate import FIT_OUTPUTS
 LOCK = ".reaxopt.lock"
 # settings a resumed run may change: the plan, not what the loss is
 RESUMABLE_SETTINGS = ("optimizer.steps", "optimizer.trials", "optimizer.budget.evaluations",
-                      "optimizer.budget.seconds")
+                      "optimizer.budget.seconds", "validation.md_check")
 _PATH_KEYS = ("force_field", "params", "geo", "trainset", "path", "output_dir")
 
 

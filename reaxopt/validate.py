@@ -30,7 +30,7 @@ MIN_FREE_BYTES = 16 * 2 ** 20  # an output directory's file system needs at leas
 # the files ``reaxopt fit`` writes into its output directory
 FIT_OUTPUTS = ("ffield", "ffield_lowest_training", "report.csv", "report.txt", "history.csv",
                "summary.json", "summary.md", "config.yaml", "run.log", "checkpoint.json",
-               "parity.png", "convergence.png", "scans.png")
+               "parity.png", "convergence.png", "scans.png", "md.md", "md.json", "md.png")
 
 
 def _where(s: Structure) -> dict:

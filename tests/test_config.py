@@ -302,31 +302,45 @@ def test_energy_keywords_reach_the_force_field(folder):
     assert error.value.key == "energy.lgvdw" and "has no low-gradient" in str(error.value)
 
 
+def _spec_lines(path, specs) -> list:
+    """Per line of the params file ``path``: the (section, entry, parameter) of ``specs`` read
+    from that line, or None."""
+    by_line = {s.line: (s.section, s.entry, s.parameter) for s in specs}
+    return [by_line.get(k + 1) for k in range(len(Path(path).read_text().splitlines()))]
+
+
 def test_params_may_be_a_list_of_files_fitted_together(folder, tmp_path):
-    """configs/disulfide87.yaml: the set's params (69 lines) and the 18 lines it comments out,
-    as ffield_best was fitted; a parameter selected in two files is an error naming the second
-    file and line; the resolved config writes the list back."""
+    """The disulfide set's params (69 lines) plus, in a second file, the 18 lines of the
+    published 87-parameter selection (params_orig) it lacks: fitted together, as
+    configs/disulfide87.yaml's params_orig selects them; a parameter selected in two files is
+    an error naming the second file and line; the resolved config writes the list back."""
     from reaxopt.io.ffield import read_ffield
     from reaxopt.io.params import read_params_files
 
     repo = Path(__file__).resolve().parents[1]
-    config = load_config(repo / "configs" / "disulfide87.yaml")
-    shared = repo.parent / "shared" / "datasets" / "disulfide" / "params"  # as written: a
-    assert config.params == (shared, repo / "configs" / "disulfide_commented.params")  # link stays
-    ff = read_ffield(config.force_field)
-    specs = read_params_files(config.params, ff)
+    shipped = load_config(repo / "configs" / "disulfide87.yaml")
+    shared = repo.parent / "shared" / "datasets" / "disulfide"
+    assert shipped.params == (shared / "params_orig",)  # as written: a link stays
+    ff = read_ffield(shipped.force_field)
+    published = read_params_files(shipped.params, ff)
+    assert len({(s.section, s.entry, s.parameter) for s in published}) == 87
+    own = {(s.section, s.entry, s.parameter) for s in read_params_files((shared / "params",), ff)}
+    extra = tmp_path / "extra.params"
+    extra.write_text("".join(line for line, s in zip(
+        (shared / "params_orig").read_text().splitlines(keepends=True), _spec_lines(
+            shared / "params_orig", published)) if s is not None and s not in own))
+    files = (shared / "params", extra)
+    specs = read_params_files(files, ff)
     assert len(specs) == 87
-    assert [s.line for s in specs[69:]] == list(range(4, 22))  # after the file's comments
-    assert {(s.section, s.entry, s.parameter) for s in specs[69:]} >= {(2, 4, 1), (3, 10, 14),
-                                                                      (4, 5, 4)}
-    assert len({(s.section, s.entry, s.parameter) for s in specs}) == 87
+    assert [s.line for s in specs[69:]] == list(range(1, 19))
+    assert {(s.section, s.entry, s.parameter) for s in specs} == {
+        (s.section, s.entry, s.parameter) for s in published}
     again = tmp_path / "again.params"
     again.write_text("  3  4 13  0.0050  -0.3000  -0.0001\n")
     with pytest.raises(InputError) as info:
-        read_params_files(config.params + (again,), ff)
+        read_params_files(files + (again,), ff)
     assert info.value.file == str(again) and info.value.line == 1
-    assert "selected twice" in info.value.message and "disulfide_commented.params" in \
-        info.value.message
+    assert "selected twice" in info.value.message and "params" in info.value.message
     dumped = write(folder, BASE.replace("params: data/params",
                                         "params: [data/params, data/ffield]"))
     both = load_config(dumped)

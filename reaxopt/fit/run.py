@@ -47,7 +47,7 @@ class FitResult:
 
 def run_fit(config: Config, *, resume: bool = False, overwrite: bool = False,
             accept_changed_inputs: bool = False, stream=None,
-            stop_after_steps: int | None = None) -> FitResult:
+            stop_after_steps: int | None = None, sensitivity: bool = True) -> FitResult:
     """Run the fit ``config`` describes and write its outputs.
 
     An earlier run's outputs in the output directory are an error unless ``resume`` continues
@@ -56,6 +56,8 @@ def run_fit(config: Config, *, resume: bool = False, overwrite: bool = False,
     exception is written with its traceback to run.log and raised as ``InternalError``.
     stream: where progress lines go (default stdout; False: only run.log). stop_after_steps:
     stop (as if interrupted, checkpoint written, no outputs) after this many outer steps.
+    sensitivity: compute the parameter sensitivity at the best force field
+    (``reaxopt.fit.sensitivity``) for summary.json, summary.md and sensitivity.png.
     """
     if resume and overwrite:
         raise InputError("--resume continues the run in the output directory and --overwrite "
@@ -81,7 +83,8 @@ def run_fit(config: Config, *, resume: bool = False, overwrite: bool = False,
             log(f"inputs changed since the checkpoint (--accept-changed-inputs): {line}")
         try:
             return _fit(config, inputs, log, fingerprint, wall_start, resume=resume,
-                        rescore=bool(changed), stop_after_steps=stop_after_steps)
+                        rescore=bool(changed), stop_after_steps=stop_after_steps,
+                        sensitivity=sensitivity)
         except (InputError, FitInterrupted):
             raise
         except Exception as exc:
@@ -200,7 +203,8 @@ def _interruptible(checkpoint_path: Path):
 
 
 def _fit(config: Config, inputs: Inputs, log: RunLog, fingerprint: dict, wall_start: float, *,
-         resume: bool, rescore: bool, stop_after_steps: int | None) -> FitResult:
+         resume: bool, rescore: bool, stop_after_steps: int | None,
+         sensitivity: bool = True) -> FitResult:
     """``run_fit``'s work, in its locked output directory with its log."""
     out, opt = Path(config.output_dir), config.optimizer
     path = out / CHECKPOINT
@@ -235,18 +239,22 @@ def _fit(config: Config, inputs: Inputs, log: RunLog, fingerprint: dict, wall_st
             raise
         finally:
             log.close_bar(fit.steps_done() if state.finished else None)
-    return _outputs(fit, inputs, compile_seconds)
+    return _outputs(fit, inputs, compile_seconds, sensitivity)
 
 
-def _outputs(fit: Fit, inputs: Inputs, compile_seconds: float) -> FitResult:
+def _outputs(fit: Fit, inputs: Inputs, compile_seconds: float,
+             sensitivity: bool = True) -> FitResult:
     """Evaluate the best force field (and the lowest training one, when validation selected
-    another) from the input geometries, and write every output."""
+    another) from the input geometries, with its parameter sensitivity there, and write every
+    output."""
     from reaxopt import report
+    from reaxopt.fit.sensitivity import fit_sensitivity
 
     s, state, log, config = fit.setup, fit.state, fit.log, fit.setup.config
     out = Path(config.output_dir)
     best_theta = np.array(state.best["theta"])
-    fitted = s.evaluate(best_theta, fit.from_inputs(best_theta, "best force field"))
+    relaxed = fit.from_inputs(best_theta, "best force field")
+    fitted = s.evaluate(best_theta, relaxed)
     lowest = None
     if fitted.validation_loss is not None and state.lowest_training is not None and \
             state.lowest_training["theta"] != state.best["theta"]:
@@ -255,12 +263,24 @@ def _outputs(fit: Fit, inputs: Inputs, compile_seconds: float) -> FitResult:
         log(f"lowest training loss force field (trial {state.lowest_training['trial']} step "
             f"{state.lowest_training['step']})"
             f"{', relaxed from the input geometries' if s.minimized else ''}: {lowest.text()}")
-    summary = report.write_outputs(
-        out, config=config, inputs=inputs, problem=s.problem, initial=s.initial, fitted=fitted,
-        theta_initial=s.theta_start, theta_best=best_theta, best=state.best,
-        lowest_training=None if lowest is None else (lowest, state.lowest_training),
-        history=state.history, wall_seconds=fit.elapsed(), compile_seconds=compile_seconds,
-        evaluations=state.evaluations, log=log)
+
+    def write(section: dict | None) -> dict:
+        return report.write_outputs(
+            out, config=config, inputs=inputs, problem=s.problem, initial=s.initial,
+            fitted=fitted, theta_initial=s.theta_start, theta_best=best_theta, best=state.best,
+            lowest_training=None if lowest is None else (lowest, state.lowest_training),
+            history=state.history, wall_seconds=fit.elapsed(), compile_seconds=compile_seconds,
+            evaluations=state.evaluations, log=log, sensitivity=section)
+
+    summary = write(None)  # every output is on disk before the sensitivity's own compilation
+    if sensitivity:
+        section = fit_sensitivity(s.problem, best_theta, relaxed, log, at="best force field")
+        if section is not None:
+            summary = write(section)
+    if config.md_check:  # validation.md_check: its failure is logged, the outputs stay
+        from reaxopt.md import fit_md_check
+
+        summary = fit_md_check(out, inputs, log, summary)
     log(f"done in {fit.elapsed():.1f} s: loss {s.initial.loss:.6g} -> {fitted.loss:.6g}"
         + ("" if fitted.validation_loss is None else
            f", validation {s.initial.validation_loss:.6g} -> {fitted.validation_loss:.6g}")

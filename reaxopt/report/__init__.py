@@ -19,11 +19,15 @@ output directory:
                  item counts, the fitted parameters, the best point, ``lowest_training``
                  (loss, validation_loss, trial, step, iteration of the lowest training loss
                  reached, when validation selected another; null otherwise), ``wall_seconds``
-                 and ``compile_seconds`` (the first evaluation, compilation included).
+                 and ``compile_seconds`` (the first evaluation, compilation included), and
+                 ``sensitivity`` (``reaxopt.report.sensitivity``: standard errors,
+                 correlations, worst-determined directions and main items per parameter at the
+                 best force field; null where it could not be computed).
 ``ffield_lowest_training``  that force field, only when it is not the selected one.
 ``config.yaml``  the resolved configuration.
-``parity.png``, ``convergence.png``, ``scans.png``, ``summary.md``  the figures and the Markdown
-                 summary (RMSE/MAE per item kind and per family, before and after), drawn by
+``parity.png``, ``convergence.png``, ``scans.png``, ``sensitivity.png``, ``summary.md``  the
+                 figures and the Markdown summary (RMSE/MAE per item kind and per family,
+                 before and after; the sensitivity table), drawn by
                  ``reaxopt.report.plots`` and ``reaxopt.report.markdown``; ``reaxopt report DIR``
                  draws them again from the files above.
 """

@@ -1,12 +1,14 @@
 """``summary.md`` and the figures of a fit, written from the files of its output directory.
 
 ``write_report(out, structures=None)`` reads ``report.csv``, ``history.csv`` and
-``summary.json``, draws ``parity.png``, ``convergence.png`` and ``scans.png``
-(``reaxopt.report.plots``) and writes ``summary.md``: RMSE and MAE per item kind and per
-structure family (initial -> fitted), and links to the figures. Family and scan coordinate come
-from the structures' extended-XYZ info (``family``, ``coordinate``, ``coordinate_unit``); without
-``structures`` they are read through the output directory's ``config.yaml``. Classic trainset
-inputs carry no family: their summary has no family table and no scan figure (a note says so).
+``summary.json``, draws ``parity.png``, ``convergence.png``, ``scans.png`` and
+``sensitivity.png`` (``reaxopt.report.plots``) and writes ``summary.md``: RMSE and MAE per item
+kind and per structure family (initial -> fitted), the parameter sensitivity table
+(``reaxopt.report.sensitivity``, from ``summary.json``'s ``sensitivity``), and links to the
+figures. Family and scan coordinate come from the structures' extended-XYZ info (``family``,
+``coordinate``, ``coordinate_unit``); without ``structures`` they are read through the output
+directory's ``config.yaml``. Classic trainset inputs carry no family: their summary has no
+family table and no scan figure (a note says so).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import numpy as np
 from reaxopt.errors import InputError
 from reaxopt.io.files import write_text_atomic
 from reaxopt.report import plots
+from reaxopt.report.sensitivity import TABLE_HEADER, direction_lines, table_rows
 
 REQUIRED = ("report.csv", "history.csv", "summary.json")
 FIGURES = (("parity.png", "Parity: computed vs reference"),
            ("convergence.png", "Convergence of the loss"),
-           ("scans.png", "Energy along the scans"))
+           ("scans.png", "Energy along the scans"),
+           ("sensitivity.png", "Parameter correlations"))
 NO_FAMILY = "(no family)"
 
 
@@ -102,6 +106,28 @@ def _stats_table(groups: dict[tuple, list[dict]], first: list[str]) -> list[str]
     return lines
 
 
+def sensitivity_markdown(section: dict) -> list[str]:
+    """The "Parameter sensitivity" part of summary.md: how it was estimated, the table
+    (``reaxopt.report.sensitivity.table_rows``) and the worst-determined directions."""
+    cutoff = section.get("cutoff") or {}
+    lines = ["## Parameter sensitivity", "",
+             "At the best force field (`ffield`), from the Jacobian J of the "
+             f"{section.get('items')} training items' weighted residuals (Gauss-Newton): "
+             "covariance s² (JᵀJ)⁺ with "
+             f"s² = loss / {section.get('degrees_of_freedom')} = {_g(section.get('s2'))}, "
+             f"pseudo-inverse cutoff {cutoff.get('relative_eigenvalue')} x the largest "
+             f"eigenvalue of the column-scaled JᵀJ ({cutoff.get('dropped')} dropped). Values "
+             "and standard errors in the parameters' own units (as in the ffield); the "
+             "contributors are the items with the largest share of (JᵀJ)_jj.", "",
+             "| " + " | ".join(TABLE_HEADER) + " |", "|---|---:|---:|---:|---|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+              for row in table_rows(section)]
+    lines += ["", "Worst-determined directions (smallest eigenvalues of the column-scaled JᵀJ; "
+              "components in units of each parameter's 1/sqrt((JᵀJ)_jj)):", ""]
+    lines += [f"- {line}" for line in direction_lines(section)]
+    return lines
+
+
 def summary_markdown(summary: dict, rows: list[dict], labels: dict[str, dict],
                      figures: list[str], notes: list[str]) -> str:
     """The text of summary.md."""
@@ -131,6 +157,8 @@ def summary_markdown(summary: dict, rows: list[dict], labels: dict[str, dict],
             by_family.setdefault((r["set"], r["kind"], family), []).append(r)
         lines += ["", "## Errors per family", ""]
         lines += _stats_table(dict(sorted(by_family.items())), ["set", "kind", "family"])
+    if summary.get("sensitivity"):
+        lines += [""] + sensitivity_markdown(summary["sensitivity"])
     lines += ["", "## Figures", ""]
     titles = dict(FIGURES)
     for name in figures:
@@ -170,7 +198,8 @@ def write_report(out: Path, structures=None, warn=None) -> list[Path]:
                      "per-family table and no scan figure")
     draw = {"parity.png": lambda p: plots.parity_plot(rows, p),
             "convergence.png": lambda p: plots.convergence_plot(history, p),
-            "scans.png": lambda p: plots.scan_plot(rows, labels, p)}
+            "scans.png": lambda p: plots.scan_plot(rows, labels, p),
+            "sensitivity.png": lambda p: plots.correlation_plot(summary.get("sensitivity"), p)}
     written, figures = [], []
     for name, _ in FIGURES:
         try:
@@ -185,6 +214,10 @@ def write_report(out: Path, structures=None, warn=None) -> list[Path]:
             elif name == "scans.png" and labels:
                 notes.append("no scan figure: no family has energies at three or more "
                              "scan coordinates")
+            elif name == "sensitivity.png" and "sensitivity" in summary:
+                (out / name).unlink(missing_ok=True)  # an earlier run's, of other parameters
+                notes.append("no parameter sensitivity: it could not be computed (run.log "
+                             "says why)")
             continue
         written.append(path)
         figures.append(name)

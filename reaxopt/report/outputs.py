@@ -129,8 +129,11 @@ def _report_text(summary: dict, parameters: list[dict], rows: list[dict]) -> str
 
 def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_initial,
                   theta_best, best, history, wall_seconds, compile_seconds, evaluations,
-                  log=None, lowest_training=None) -> dict:
+                  log=None, lowest_training=None, sensitivity=None) -> dict:
     """Write every output file into ``out``; returns the summary dict.
+
+    sensitivity: the ``sensitivity`` section (``reaxopt.report.sensitivity.to_json``) at the
+    best force field; None where it was not computed.
 
     lowest_training: (its Evaluation, its trial/step record) of the force field with the lowest
     training loss when the best one, selected on validation, is another: written as
@@ -186,6 +189,7 @@ def write_outputs(out: Path, *, config, inputs, problem, initial, fitted, theta_
         "evaluations": evaluations,
         "wall_seconds": wall_seconds,
         "compile_seconds": compile_seconds,
+        "sensitivity": sensitivity,
     }
     summary = _json_safe(summary)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")

@@ -3,9 +3,10 @@
 ``parity_plot``      computed vs reference energies and forces, starting and fitted force field.
 ``convergence_plot`` training and validation loss against the optimizer iteration (log scale).
 ``scan_plot``        energy along each scan family's coordinate: reference, initial, fitted.
+``correlation_plot`` the fitted parameters' correlation matrix (``summary.json`` → sensitivity).
 
-Each takes the rows of ``report.csv`` / ``history.csv`` as dicts of strings (``read_rows``) and
-returns the path written, or None when there is nothing to draw.
+Each takes the rows of ``report.csv`` / ``history.csv`` as dicts of strings (``read_rows``), or
+the summary's section, and returns the path written, or None when there is nothing to draw.
 """
 
 from __future__ import annotations
@@ -221,3 +222,46 @@ def scan_plot(rows: list[dict], labels: dict[str, dict], path: Path) -> Path | N
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def correlation_plot(section: dict | None, path: Path) -> Path | None:
+    """Heat map of the parameters' correlation matrix (``reaxopt.report.sensitivity.to_json``
+    section; -1 blue to +1 red, undetermined parameters grey), values written in the cells for
+    up to 12 parameters; saved atomically. None without a section."""
+    if not section or not section.get("parameters"):
+        return None
+    import os
+
+    plt = _pyplot()
+    labels = [p["label"] for p in section["parameters"]]
+    matrix = np.array([[math.nan if v is None else float(v) for v in row]
+                       for row in section["correlation"]], float).reshape(len(labels), -1)
+    n = len(labels)
+    side = min(max(5.0, 0.28 * n + 2.8), 24.0)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.8")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-1.0, vmax=1.0)
+    ticks = np.arange(n)
+    size = 8 if n <= 20 else max(4, 8 - (n - 20) // 8)
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=size)
+    ax.set_yticks(ticks, labels, fontsize=size)
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                if math.isfinite(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(matrix[i, j]) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="correlation")
+    ax.set_title(f"Parameter correlations (Gauss-Newton, {section.get('items', '?')} training "
+                 "items)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
