@@ -1,9 +1,12 @@
 """Single-point evaluation of many structures: energy, the 12 terms, forces and charges.
 
-Structures are grouped by ``reaxopt.cluster.clustering.cluster_structures`` (K chosen for one
-pass, ``ONE_PASS``, unless given), every cluster is padded to its padded sizes and evaluated by
-one vmapped call per chunk (``batched_energy_forces_charges``), so that a whole geometry file
-compiles the jitted energy once per cluster shape, not once per structure. Units: kcal/mol, Å, e.
+By default the structures' lists are built on the host (``host_systems``) and the structures
+packed into one system and evaluated by one compiled call, kept on disk
+(``reaxopt.single_points``): a later run on the same file neither traces nor compiles. With
+``clusters`` given they are grouped by
+``reaxopt.cluster.clustering.cluster_structures`` instead, every cluster padded to its padded
+sizes and evaluated by one vmapped call per chunk (``batched_energy_forces_charges``), one
+compilation per cluster shape. Units: kcal/mol, Å, e.
 
 ``build_system`` / ``system_at`` build one structure's lists on the host (optionally with a skin,
 for structures that move), ``pad_system`` pads them to a cluster's sizes.
@@ -15,6 +18,7 @@ import dataclasses
 import functools
 import json
 import os
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -26,10 +30,12 @@ from reaxopt.cluster.padding import pad_system_sizes, stack_trees, system_intera
 from reaxopt.cluster.sizes import Cutoffs
 from reaxopt.energy.total import TERMS, System, energy_forces_charges
 from reaxopt.errors import InputError
+from reaxopt.executables import cached_executable, static_text
 from reaxopt.forcefield import Params, Topology, build_forcefield, expand
 from reaxopt.io.ffield import read_ffield
 from reaxopt.io.files import write_text_atomic
 from reaxopt.io.geometry import read_geometries
+from reaxopt.single_points import packed_evaluation
 from reaxopt.structure import Structure
 
 
@@ -55,9 +61,25 @@ def atom_types(structure: Structure, topology: Topology) -> np.ndarray:
     return np.array([index[s.lower()] for s in structure.symbols], dtype=np.int32)
 
 
+# the expanded tables that decide the bond-candidate cutoffs (``bond_cutoffs`` reads these)
+_BOND_TABLES = ("bo_cut", "r_s_atom", "r_pi_atom", "r_pipi_atom", "r_s", "r_p", "r_pp", "p_bo1",
+                "p_bo2", "p_bo3", "p_bo4", "p_bo5", "p_bo6")
+
+
+@functools.partial(jax.jit, static_argnames="topology")
+def _bond_tables(params: Params, topology: Topology) -> tuple:
+    ff = expand(params, topology)
+    return tuple(getattr(ff, name) for name in _BOND_TABLES)
+
+
 def bond_cutoffs_for(params: Params, topology: Topology) -> np.ndarray:
-    """(T,T) Å bond-candidate cutoffs of this force field (``reaxopt.cluster.lists``)."""
-    return bond_cutoffs(expand(params, topology))
+    """(T,T) Å bond-candidate cutoffs of this force field (``reaxopt.cluster.lists``); the
+    tables come from one compiled call, kept on disk (``cached_executable``)."""
+    run = cached_executable(_bond_tables, (params,), name="bond_tables",
+                            n_outputs=len(_BOND_TABLES), static={"topology": topology},
+                            static_key=static_text(topology))
+    tables = jax.device_get(run(params))
+    return bond_cutoffs(SimpleNamespace(**dict(zip(_BOND_TABLES, tables))))
 
 
 def build_system(structure: Structure, params: Params, topology: Topology, *,
@@ -88,13 +110,32 @@ def system_at(positions, cell, types, total_charge: float, topology: Topology,
     positions = np.asarray(positions, float)
     i, j, images = half_pair_images(positions, cell, cutoffs.nonbonded)
     lists = None
-    if bonded:
+    if bonded:  # bond and hydrogen-bond candidates from the nonbonded pairs when they hold them
+        wide = cutoffs.nonbonded >= max(cutoffs.bond_max, cutoffs.hbond)
         lists = build_bonded_lists(positions, cell, types, topology, np.asarray(cutoffs.bond),
-                                   hbond_cut=cutoffs.hbond, bond_cut=cutoffs.bond_max)
+                                   hbond_cut=cutoffs.hbond, bond_cut=cutoffs.bond_max,
+                                   pairs=(i, j, images) if wide else None)
     return System(cell=np.zeros((3, 3)) if cell is None else np.asarray(cell, float),
                   types=np.asarray(types, np.int32), atom_mask=np.ones(len(types), bool),
                   total_charge=np.float64(total_charge), pairs=pad_pairs(i, j, images, len(i)),
                   lists=lists)
+
+
+def host_cutoffs(params: Params, topology: Topology, bonded: bool = True) -> Cutoffs:
+    """The lists' cutoffs (Å) for this force field, without a skin; bond cutoffs zero unless
+    ``bonded``."""
+    return Cutoffs(nonbonded=float(np.asarray(params.general)[12]),  # no device operation
+                   bond=(bond_cutoffs_for(params, topology) if bonded
+                         else np.zeros((topology.n_types,) * 2)))
+
+
+def host_systems(structures: list[Structure], topology: Topology, cutoffs: Cutoffs,
+                 bonded: bool = True) -> list[tuple[np.ndarray, System]]:
+    """(positions (n, 3) Å, unpadded System) of every structure, lists built with ``cutoffs``
+    (``host_cutoffs``; host numpy)."""
+    return [(np.asarray(s.positions, float),
+             system_at(s.positions, s.cell, atom_types(s, topology), s.total_charge, topology,
+                       cutoffs, bonded)) for s in structures]
 
 
 def system_sizes(system: System) -> dict:
@@ -224,11 +265,17 @@ def evaluate_structures(ffield_path, structures: list[Structure], *, bonded: boo
                         clusters: int | None = None) -> list[dict]:
     """[dict(name, energy, terms, forces (N, 3), charges (N,))] for every structure, in order.
 
-    One ``batched_energy_forces_charges`` call per ``batch_structures`` batch, so the energy
-    compiles once per cluster shape (``clusters``: their number, default chosen for one pass).
-    The force field is read from ``ffield_path``; enobonds: LAMMPS's keyword (default yes).
+    Default: the structures packed (``reaxopt.single_points.packed_evaluation``: one compiled
+    shape for the file, kept on disk). ``clusters`` given: one ``batched_energy_forces_charges``
+    call per ``batch_structures`` batch, so the energy compiles once per cluster shape.
+    batch_budget: the most list entries of one call. The force field is read from
+    ``ffield_path``; enobonds: LAMMPS's keyword (default yes).
     """
     params, topology = build_forcefield(read_ffield(ffield_path), enobonds=enobonds)
+    if clusters is None:
+        built = host_systems(structures, topology, host_cutoffs(params, topology, bonded), bonded)
+        return [{"name": s.name, **result} for s, result in
+                zip(structures, packed_evaluation(built, params, topology, batch_budget))]
     results: list = [None] * len(structures)
     for members, positions, systems in batch_structures(structures, params, topology,
                                                         bonded=bonded,
@@ -262,10 +309,22 @@ def evaluate_to_jsonl(ffield_path, geo_path, out, warn=None) -> int:
     (a callable taking one line; default ``warnings.warn``) names their structures. Returns
     the number of structures written.
     """
-    import warnings
-
     structures = read_geometries(geo_path)
     results = evaluate_structures(ffield_path, structures)
+    text = jsonl_text(results, warn)
+    if isinstance(out, (str, os.PathLike)):
+        write_text_atomic(out, text)
+    else:
+        out.write(text)
+    return len(results)
+
+
+def jsonl_text(results: list[dict], warn=None) -> str:
+    """``evaluate_structures``'s results as JSON lines, one per structure: name, energy, terms,
+    forces, charges. Non-finite values become null, and ``warn`` (a callable taking one line;
+    default ``warnings.warn``) names their structures."""
+    import warnings
+
     lines, bad = [], []
     for r in results:
         record = {"name": r["name"], "energy": r["energy"], "terms": r["terms"],
@@ -278,12 +337,7 @@ def evaluate_to_jsonl(ffield_path, geo_path, out, warn=None) -> int:
                       for k, value in record.items()}
         lines.append(json.dumps(record, allow_nan=False))
     if bad:
-        (warn or (lambda line: warnings.warn(line, stacklevel=2)))(
+        (warn or (lambda line: warnings.warn(line, stacklevel=3)))(
             f"{len(bad)} structure(s) have non-finite energies, forces or charges, written as "
             f"null: {', '.join(bad[:10])}" + (", ..." if len(bad) > 10 else ""))
-    text = "".join(line + "\n" for line in lines)
-    if isinstance(out, (str, os.PathLike)):
-        write_text_atomic(out, text)
-    else:
-        out.write(text)
-    return len(results)
+    return "".join(line + "\n" for line in lines)

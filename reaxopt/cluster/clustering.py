@@ -28,7 +28,8 @@ evaluations * (seconds_per_unit * padded_cost(K) + call_seconds * K) + compile_s
 padded/unpadded cost ratio is at most max_ratio (the target of issue 4); if no K up to the cap
 reaches that ratio (small molecules, whose rounding to multiples of 8 alone exceeds it), among
 all K: more compilations would not buy the target, only time. ``ONE_PASS`` is the choice for a
-single evaluation of every structure (``reaxopt evaluate``): compile time then outweighs
+single evaluation of every structure (``reaxopt.evaluate.batch_structures``; ``reaxopt
+evaluate`` packs its structures instead): compile time then outweighs
 padding, so K stays 1 unless the padded work alone would cost more than another compilation.
 """
 

@@ -99,12 +99,12 @@ def bond_cutoffs(ff, margin: float = 0.0, bond_cut: float = BOND_CUT,
 
 
 def _ends_by_atom(i, j, n_atoms):
-    """For each atom, its bond ends as (pair index, sign)."""
-    ends = [[] for _ in range(n_atoms)]
-    for p, (a, b) in enumerate(zip(i, j)):
-        ends[a].append((p, 1))
-        ends[b].append((p, -1))
-    return ends
+    """For each atom, its bond ends as (pair index, sign), by pair index (+1 before -1)."""
+    atoms = np.stack([np.asarray(i, int), np.asarray(j, int)], axis=1).ravel()
+    order = np.argsort(atoms, kind="stable")  # keeps pair order within an atom
+    bounds = np.searchsorted(atoms[order], np.arange(n_atoms + 1)).tolist()
+    pairs, signs = (order // 2).tolist(), (1 - 2 * (order % 2)).tolist()
+    return [list(zip(pairs[a:b], signs[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _pad(values, size, dtype, fill=0):
@@ -115,16 +115,30 @@ def _pad(values, size, dtype, fill=0):
     return np.concatenate([values, np.full(shape, fill, dtype=dtype)])
 
 
+def _pairs_within(x, cell, cutoff: float, pairs=None):
+    """``half_pair_images(x, cell, cutoff)`` (none for a lone atom without a cell), or, from
+    ``pairs`` (i, j, images): such a list at a cutoff >= ``cutoff``, the pairs closer than it."""
+    if pairs is None:
+        if len(x) > 1 or cell is not None:
+            return half_pair_images(x, cell, cutoff)
+        return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int)
+    i, j, images = pairs
+    cell_m = np.zeros((3, 3)) if cell is None else np.asarray(cell, float)
+    keep = np.linalg.norm(x[j] + images @ cell_m - x[i], axis=1) < cutoff
+    return i[keep], j[keep], images[keep]
+
+
 def build_bonded_lists(positions, cell, types, topology, cutoffs: np.ndarray,
                        sizes: dict | None = None, hbond_cut: float = HBOND_CUT,
-                       bond_cut: float = BOND_CUT) -> BondedLists:
+                       bond_cut: float = BOND_CUT, pairs=None) -> BondedLists:
     """Bond candidates, angles, torsions and hydrogen bonds of one structure (numpy, padded).
 
     positions (N,3) Å; cell (3,3) row vectors Å or None; types (N,) 0-based; topology: the
     force field's ``Topology`` (angles, torsions and hydrogen bonds whose type tuple has no
     parameters are left out: LAMMPS counts nothing for them); cutoffs (T,T) Å from
     ``bond_cutoffs``; sizes: padded sizes {"pairs", "angles", "torsions", "hbonds"} (default:
-    the exact counts, at least 1).
+    the exact counts, at least 1); pairs: this structure's ``half_pair_images`` (i, j, images)
+    at a cutoff >= bond_cut and hbond_cut, to take the candidates from (default: searched).
     """
     has_angle = (np.asarray(topology.angle_rows) >= 0).any(axis=-1)
     has_torsion = np.asarray(topology.torsion_row) >= 0
@@ -134,8 +148,7 @@ def build_bonded_lists(positions, cell, types, topology, cutoffs: np.ndarray,
     types = np.asarray(types, int)
     n = len(x)
     cell_m = np.zeros((3, 3)) if cell is None else np.asarray(cell, float)
-    pi, pj, pimg = half_pair_images(x, cell, bond_cut) if n > 1 or cell is not None else (
-        np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int))
+    pi, pj, pimg = _pairs_within(x, cell, bond_cut, pairs)
     r = np.linalg.norm(x[pj] + pimg @ cell_m - x[pi], axis=1) if len(pi) else np.zeros(0)
     keep = r <= cutoffs[types[pi], types[pj]]
     pi, pj, pimg = pi[keep], pj[keep], pimg[keep]
@@ -151,10 +164,8 @@ def build_bonded_lists(positions, cell, types, topology, cutoffs: np.ndarray,
 
     torsions = []
     bond_has_torsion = has_torsion.any(axis=(0, 3))
-    for c in range(len(pi)):
+    for c in np.nonzero(bond_has_torsion[types[pi], types[pj]])[0].tolist():
         j, k = pi[c], pj[c]
-        if not bond_has_torsion[types[j], types[k]]:
-            continue
         for (pa, sa) in ends[j]:
             if pa == c and sa == 1:
                 continue
@@ -174,8 +185,7 @@ def build_bonded_lists(positions, cell, types, topology, cutoffs: np.ndarray,
     hbonds = []
     flags = np.asarray(p_hbond)[types]
     if np.any(flags == 1) and np.any(flags == 2):
-        hi, hj, himg = half_pair_images(x, cell, hbond_cut) if n > 1 or cell is not None else (
-            np.zeros(0, int), np.zeros(0, int), np.zeros((0, 3), int))
+        hi, hj, himg = _pairs_within(x, cell, hbond_cut, pairs)
         hr = np.linalg.norm(x[hj] + himg @ cell_m - x[hi], axis=1) if len(hi) else np.zeros(0)
         acceptors = [[] for _ in range(n)]
         for a, b, img, d in zip(hi, hj, himg, hr):

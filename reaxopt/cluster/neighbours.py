@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.spatial import cKDTree
+
+# at most this many point-to-point distances: computed all at once (numpy), beyond it a k-d tree
+# (scipy, imported only then: it costs a short command most of a second)
+BRUTE_FORCE_DISTANCES = 1_000_000
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
@@ -38,6 +41,33 @@ def _lex_positive(n: np.ndarray) -> np.ndarray:
     return first > 0
 
 
+def close_pairs(a: np.ndarray, b: np.ndarray, cutoff: float, allowed=None):
+    """(i, j, d): every point a[i] (M, 3) and b[j] (K, 3) at distance d <= cutoff (Å) for which
+    ``allowed(i, j)`` (elementwise, broadcasting; default all) holds, in no particular order; d
+    as sqrt of the summed squared coordinate differences."""
+    # only the points of b within cutoff of a's bounding box can be close to any of a
+    low, high = a.min(axis=0) - cutoff, a.max(axis=0) + cutoff
+    near = np.nonzero(np.all((b >= low) & (b <= high), axis=1))[0]
+    if len(a) * len(near) <= BRUTE_FORCE_DISTANCES:
+        squared = np.zeros((len(a), len(near)))
+        for axis in range(3):
+            difference = a[:, None, axis] - b[None, near, axis]
+            squared += difference * difference
+        close = squared <= cutoff * cutoff
+        if allowed is not None:
+            close &= allowed(np.arange(len(a))[:, None], near[None, :])
+        i, j = np.nonzero(close)
+        return i, near[j], np.sqrt(squared[i, j])
+    from scipy.spatial import cKDTree
+
+    found = cKDTree(a).sparse_distance_matrix(cKDTree(b), cutoff, output_type="ndarray")
+    i, j, d = found["i"].astype(int), found["j"].astype(int), found["v"]
+    if allowed is not None:
+        keep = allowed(i, j)
+        i, j, d = i[keep], j[keep], d[keep]
+    return i, j, d
+
+
 def half_pair_images(positions, cell, cutoff: float):
     """(i, j, images): every pair with |r_ij| < cutoff once; images (P, 3) int, zero for molecules.
 
@@ -46,8 +76,7 @@ def half_pair_images(positions, cell, cutoff: float):
     """
     x = np.asarray(positions, float)
     if cell is None:
-        pairs = cKDTree(x).query_pairs(cutoff, output_type="ndarray")
-        i, j = pairs[:, 0], pairs[:, 1]
+        i, j, _ = close_pairs(x, x, cutoff, allowed=lambda i, j: i < j)
         keep = np.linalg.norm(x[j] - x[i], axis=1) < cutoff
         i, j = i[keep], j[keep]
         images = np.zeros((len(i), 3), int)
@@ -59,14 +88,16 @@ def half_pair_images(positions, cell, cutoff: float):
         xw = (frac - wrap) @ cell
         grid = _image_grid(cell, cutoff)
         copies = (xw[None, :, :] + (grid @ cell)[:, None, :]).reshape(-1, 3)
-        found = cKDTree(xw).sparse_distance_matrix(cKDTree(copies), cutoff,
-                                                   output_type="ndarray")
-        i = found["i"].astype(int)
-        n_atoms = len(x)
-        image_index, j = np.divmod(found["j"].astype(int), n_atoms)
-        n = grid[image_index]
-        keep = (found["v"] < cutoff) & ((i < j) | ((i == j) & _lex_positive(n)))
-        i, j, n = i[keep], j[keep], n[keep]
+        n_atoms, positive = len(x), _lex_positive(grid)
+
+        def half(i, copy):  # each pair once: i < j, or an atom and its lex-positive image
+            j = copy % n_atoms
+            return (i < j) | ((i == j) & positive[copy // n_atoms])
+
+        i, copy, distance = close_pairs(xw, copies, cutoff, allowed=half)
+        image_index, j = np.divmod(copy, n_atoms)
+        keep = distance < cutoff
+        i, j, n = i[keep], j[keep], grid[image_index[keep]]
         images = n - wrap[j] + wrap[i]  # back to the unwrapped positions
         # the distance test again in the caller's frame (roundoff near the cutoff)
         r = np.linalg.norm(x[j] + images @ cell - x[i], axis=1)
