@@ -56,8 +56,9 @@ Two things keep them in it. For restraints stiffer than RESTRAINT_STIFF along th
 coordinate, FIRE steps across the restrained coordinates (the forces with their components
 along them removed) while each step moves the restrained values by a Newton step on the
 restraints' curvature plus RESTRAINT_STIFFNESS, towards where they balance the forces along
-them (``restraints.split_forces``; softer restraints, which FIRE handles, step with it); and a step is shortened so that no restrained value moves by
-more than RESTRAINT_STEP of its well's width 1/sqrt(force2) (``restraints.step_share``).
+them (``restraints.split_forces``); softer restraints, which FIRE handles, step with it. And
+a step is shortened so that no restrained value moves by more than RESTRAINT_STEP of its
+well's width 1/sqrt(force2) (``restraints.step_share``).
 Convergence is still judged on the plain RMS force.
 """
 
