@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 from reaxopt.io.files import write_text_atomic
 from reaxopt.md.analysis import FLAG
+from reaxopt.report.plots import save_figure
 
 HEADERS = ("structure", "atoms", "drift (kcal/mol/atom/ps)", "max force (kcal/mol/Å)",
            "connectivity", "status", "why")
@@ -124,15 +124,7 @@ def energy_plot(rows: list[dict], path: Path) -> Path | None:
     more = (f"; {len(drawn)} of {len(ran)} structures drawn, the flagged first"
             if len(ran) > len(drawn) else "")
     fig.suptitle(f"Total energy (NVT shaded, then NVE{more})", fontsize=10)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def write_md_outputs(out: Path, rows: list[dict], settings, ffield, geo=None, warn=None

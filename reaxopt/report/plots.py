@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -230,8 +231,6 @@ def correlation_plot(section: dict | None, path: Path) -> Path | None:
     up to 12 parameters; saved atomically. None without a section."""
     if not section or not section.get("parameters"):
         return None
-    import os
-
     plt = _pyplot()
     labels = [p["label"] for p in section["parameters"]]
     matrix = np.array([[math.nan if v is None else float(v) for v in row]
@@ -255,13 +254,19 @@ def correlation_plot(section: dict | None, path: Path) -> Path | None:
     ax.set_title(f"Parameter correlations (Gauss-Newton, {section.get('items', '?')} training "
                  "items)", fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG atomically (a temporary file, then a rename) and close
+    it; returns the path."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
         if tmp.exists():
             tmp.unlink()
     return path
