@@ -187,14 +187,15 @@ def make_relaxer(problem, config: Config, log: Callable[[str], None]) -> Relaxer
     def originals(at: tuple) -> list:
         """Geometries of every minimized model row as those of the local rows."""
         return [at[j] for j in first]
-    # automatic K weighs compilation against the energy evaluations of about
-    # optimizer.steps + 2 relaxations, each of up to minimize.steps FIRE steps (most
-    # structures stop far sooner: at most TYPICAL_FIRE_STEPS count)
+    # FIRE runs on the packed system (minimize.relax_packed: a few compiled shapes, and only
+    # the structures still stepping are evaluated); the clusters' padded batches serve the
+    # Newton steps and the response. Automatic K weighs their compilation against the energy
+    # evaluations of about optimizer.steps + 2 relaxations of up to TYPICAL_FIRE_STEPS each
     auto = AutoK(evaluations=min(config.minimize.steps, TYPICAL_FIRE_STEPS)
                  * (config.optimizer.steps + 2), max_ratio=math.inf)
     relax_model = build_model([structures[k] for k in distinct], problem.base_params,
                               problem.model.topology,
-                              ModelOptions(clusters=config.clusters, auto=auto),
+                              ModelOptions(clusters=config.clusters, auto=auto, packed=True),
                               cutoff_params=loosest_params(tmap, problem.base_params))
     every = range(len(distinct))
     cache: dict[bytes, Relaxed] = {}
