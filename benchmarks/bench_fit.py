@@ -42,17 +42,17 @@ import yaml
 from reaxopt.fit import STEP_EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
 
 
 def run_config(name: str, force_field: str, steps: int, args, out_dir: Path) -> Path:
     """A copy of configs/<name>.yaml with absolute paths, the given ffield and step count."""
     config_path = ROOT / "configs" / f"{name}.yaml"
     config = yaml.safe_load(config_path.read_text())
-    base = SHARED / name
 
     def absolute(value):
         return str((config_path.parent / value).resolve())
+
+    base = Path(absolute(config["force_field"])).parent  # the set's directory
 
     for key in ("params", "geo", "trainset"):
         config[key] = absolute(config[key])

@@ -97,7 +97,7 @@ class SearchConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     method: str = "L-BFGS-B"
-    steps: int = 5  # outer steps; 0 evaluates the force field as given
+    steps: int = 10  # outer steps; 0 evaluates the force field as given
     trials: int = 1
     init: str = "fixed"
     seed: int = 0

@@ -24,6 +24,7 @@ import reaxopt  # noqa: F401  (float64)
 from reaxopt.config import DataFiles, load_config
 from reaxopt.fit import (BAD_LOSS, Evaluation, FitInterrupted, RunLog, build_problem,
                          make_evaluator, optimizer_message, run_fit, trust_update)
+from reaxopt.fit.problem import make_scorer
 from reaxopt.fit.local import local_step
 from reaxopt.fit.starts import random_search
 from reaxopt.relaxation import Relaxed
@@ -197,6 +198,20 @@ def test_gradient_matches_central_differences(config):
         minus[k] -= h
         numeric = (evaluate(plus).loss - evaluate(minus).loss) / (2 * h)
         assert gradient[k] == pytest.approx(numeric, rel=1e-5, abs=1e-6 * abs(numeric) + 1e-8)
+
+
+def test_scorer_gives_the_evaluators_loss(config):
+    """The global stage's value-only loss equals the evaluator's, with regularization, at two
+    points; a non-finite loss scores inf."""
+    problem = build_problem(load_inputs(config))
+    lower, upper = problem.theta_map.lower, problem.theta_map.upper
+    theta0 = np.clip(problem.theta_start, lower, upper)
+    evaluate = make_evaluator(problem, 0.3, theta0)
+    score = make_scorer(problem, 0.3, theta0)
+    for theta in (theta0, lower + 0.37 * (upper - lower)):
+        expected = evaluate(theta).loss
+        assert score(theta) == pytest.approx(expected, rel=1e-10)
+    assert score(np.full_like(theta0, np.nan)) == np.inf
 
 
 def test_minimised_structure_is_relaxed_for_the_loss(config):

@@ -79,6 +79,32 @@ def test_the_global_stage_finds_the_minimum_a_local_search_misses():
     assert any(line.startswith("search: CMA-ES generation") for line in searched.log)
 
 
+def test_the_global_stage_scores_with_the_value_only_loss():
+    """With ``Setup.score`` the stage never asks for a gradient; it counts every score as an
+    evaluation and hands over the same point as with the evaluator's loss."""
+    calls = {"score": 0, "evaluate": 0}
+
+    def score(theta, relaxed=None):
+        calls["score"] += 1
+        return float(rastrigin(theta)[0])
+
+    def counted(theta, relaxed=None):
+        calls["evaluate"] += 1
+        return evaluate(theta, relaxed)
+
+    search = SearchConfig(method="cma", starts=8, evaluations=200, sigma=0.3, hand_over=1)
+    plain = make_fit(search, steps=0)
+    plain.explore()
+    fit = make_fit(search, loss=counted, steps=0)
+    fit.setup.score = score
+    before, counted_before = calls["evaluate"], fit.state.evaluations
+    fit.explore()
+    assert calls["evaluate"] == before
+    assert calls["score"] == fit.state.evaluations - counted_before
+    assert calls["score"] >= 100
+    assert fit.state.candidates == plain.state.candidates
+
+
 def test_a_run_killed_in_the_global_stage_resumes_to_the_same_result(tmp_path):
     whole = make_fit(CMA)
     whole.run()

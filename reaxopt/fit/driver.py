@@ -54,7 +54,8 @@ class Setup:
     lower, upper, span: bounds (P,); theta_start: the force field's values clipped into them;
     gated(theta) -> the model with theta's bond-order gates held, and exact(model, theta) ->
     whether those gates are LAMMPS's at theta (single points; ``reaxopt.fit.problem``);
-    initial: the starting force field's evaluation.
+    initial: the starting force field's evaluation; score(theta, relaxed=None) -> the loss alone
+    (inf where not finite; None: evaluate's), the global stage's screen.
     """
 
     config: object
@@ -68,6 +69,7 @@ class Setup:
     gated: Callable | None = None
     exact: Callable | None = None
     initial: Evaluation | None = None
+    score: Callable | None = None
 
     @property
     def minimized(self) -> bool:
@@ -122,6 +124,15 @@ class Fit:
         self.state.evaluations += 1
         self.check_signals()
         return ev
+
+    def score(self, theta, relaxed: Relaxed | None = None) -> float:
+        """One counted evaluation of the loss alone (inf where not finite)."""
+        if self.setup.score is None:
+            ev = self.evaluate(theta, relaxed)
+            return ev.loss if ev.finite else math.inf
+        self.check_signals()
+        self.state.evaluations += 1
+        return self.setup.score(theta, relaxed)
 
     def model_at(self, theta, what: str, carried=None) -> Relaxed:
         return self.setup.relaxer.relaxed(theta, what, carried)

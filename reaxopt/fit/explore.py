@@ -144,8 +144,7 @@ def explore(fit) -> None:
     model = fit.from_inputs(s.theta_start, "the search")
 
     def score(u):
-        ev = fit.evaluate(s.lower + np.clip(u, 0.0, 1.0) * s.span, model)
-        return ev.loss if ev.finite else math.inf
+        return fit.score(s.lower + np.clip(u, 0.0, 1.0) * s.span, model)
 
     u_start = (s.theta_start - s.lower) / s.span
     while not exploration.done:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,7 +25,7 @@ from reaxopt.errors import InputError
 from reaxopt.forcefield import Params, Topology, build_forcefield
 from reaxopt.inputs import Inputs
 from reaxopt.model import (Model, ModelOptions, ThetaMap, build_model, clustered_value_and_grad,
-                           loosest_params, theta_map)
+                           loosest_params, predict, theta_map)
 from reaxopt.packed import gates_hold
 from reaxopt.relaxation import Relaxed, gated_model
 from reaxopt.response import linearised_positions
@@ -124,6 +126,15 @@ def _evaluate(theta, predictions, training, validation, theta_reference, regular
 _value_and_grad = clustered_value_and_grad(_evaluate, static_argnames="tmap")
 
 
+@partial(jax.jit, static_argnames="tmap")
+def _value(theta, model, base_params, training, validation, theta_reference, regularization,
+           response, tmap):
+    """The loss alone (no gradient, no pullback kept): one compilation per model shape."""
+    predictions = predict(model, tmap.to_params(theta, base_params))
+    return _evaluate(theta, predictions, training, validation, theta_reference, regularization,
+                     response, tmap)[0]
+
+
 @dataclass
 class Evaluation:
     """One evaluation at theta (host numpy)."""
@@ -195,6 +206,22 @@ def make_evaluator(problem: Problem, regularization: float, theta_reference: np.
         return described[key]
 
     return evaluate
+
+
+def make_scorer(problem: Problem, regularization: float, theta_reference: np.ndarray
+                ) -> Callable[[np.ndarray], float]:
+    """(theta, relaxed=None) -> the loss ``make_evaluator`` gives there (inf where it is not
+    finite), without its gradient: the global stage's screen."""
+
+    def score(theta: np.ndarray, relaxed: Relaxed | None = None) -> float:
+        relaxed = relaxed or Relaxed(problem.model)
+        value = float(_value(jnp.asarray(theta), relaxed.model, problem.base_params,
+                             problem.training, problem.validation,
+                             jnp.asarray(theta_reference), jnp.asarray(regularization),
+                             relaxed.response, tmap=problem.theta_map))
+        return value if math.isfinite(value) else math.inf
+
+    return score
 
 
 def gated_at(problem: Problem, theta) -> Relaxed:

@@ -28,7 +28,8 @@ from reaxopt.errors import InputError, InternalError
 from reaxopt.fit.driver import Fit, FitInterrupted, Setup, clock
 from reaxopt.fit.observers import (Behind, Checkpoint, EarlyStopping, History, LogLines,
                                    Progress)
-from reaxopt.fit.problem import build_problem, gated_at, gates_hold_at, make_evaluator
+from reaxopt.fit.problem import (build_problem, gated_at, gates_hold_at, make_evaluator,
+                                 make_scorer)
 from reaxopt.fit.runlog import RunLog
 from reaxopt.fit.state import (CHECKPOINT, STEP_EVENTS, RunState, check_saved_geometries,
                                    load_checkpoint, write_checkpoint)
@@ -142,7 +143,8 @@ def _setup(config: Config, inputs: Inputs, log: RunLog) -> Setup:
                  make_evaluator(problem, config.optimizer.regularization, theta_start),
                  lower, upper, upper - lower, theta_start,
                  gated=partial(gated_at, problem),
-                 exact=partial(gates_hold_at, problem))
+                 exact=partial(gates_hold_at, problem),
+                 score=make_scorer(problem, config.optimizer.regularization, theta_start))
 
 
 def _resumed_state(path: Path, setup: Setup, opt, log, rescore: bool) -> RunState:
