@@ -75,6 +75,7 @@ import numpy as np
 
 from reaxopt.cluster.padding import (grown, needs_rebuild, pad_system_sizes, stack_trees,
                                      system_interaction_sizes, unstack_tree)
+from reaxopt.device import on_device
 from reaxopt.evaluate import pad_system, system_at
 from reaxopt.forcefield import Params
 from reaxopt.model import energy_forces_virial_moving, refresh_packed
@@ -374,7 +375,7 @@ def relax(model, params: Params, rows, max_steps, rms_force: float, cell_rows=()
             slots = picked[paused]
             system, sizes = rebuild_lists(model, c, slots, np.asarray(positions)[slots])
             model = _replace_batch(
-                model, c, system=jax.tree_util.tree_map(jnp.asarray, system),
+                model, c, system=on_device(system),
                 anchors=model.anchors[c].at[slots].set(positions[slots]),
                 cell_anchors=model.cell_anchors[c].at[slots].set(
                     jnp.asarray(system.cell)[slots]), sizes=sizes)
@@ -418,7 +419,7 @@ def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_
     half_skin = jnp.asarray([0.5 * model.skins[k] for k in rows])
     limit = jnp.asarray(np.asarray(max_steps, np.int32)[rows])
     arrays = restraints_of(restraints, rows)
-    packed = jax.tree_util.tree_map(jnp.asarray, pack(list(zip(x, systems))))
+    packed = on_device(pack(list(zip(x, systems))))
     full_sizes = packed.sizes
     state = fire_start(jnp.asarray(x))
     limit_host = np.asarray(limit)
@@ -444,7 +445,7 @@ def relax_packed(model, params: Params, rows, max_steps, rms_force: float, cell_
         # re-pack the unfinished rows (finished ones as an isolated atom that never steps),
         # into the smallest shape of the ladder that holds them
         structures = [(x[j], systems[j]) if active[j] else lone_atom for j in range(len(rows))]
-        packed = jax.tree_util.tree_map(jnp.asarray, pack(
+        packed = on_device(pack(
             structures, ladder_sizes(full_sizes, pack_counts(structures)), round_qeq=True))
     model = place_geometries(model, rows, [(x[j, :model.n_atoms[k]], cells[j])
                                            for j, k in enumerate(rows)])
@@ -517,7 +518,7 @@ def place_geometries(model, rows, placed):
         if stale:
             system, sizes = rebuild_lists(model, c, stale, positions[stale])
             model = _replace_batch(
-                model, c, system=jax.tree_util.tree_map(jnp.asarray, system),
+                model, c, system=on_device(system),
                 anchors=model.anchors[c].at[np.array(stale)].set(positions[stale]),
                 cell_anchors=model.cell_anchors[c].at[np.array(stale)].set(cells[stale]),
                 sizes=sizes)

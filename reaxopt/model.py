@@ -51,6 +51,7 @@ from reaxopt.cluster.lists import bond_cutoffs
 from reaxopt.cluster.neighbours import pairs_within
 from reaxopt.cluster.padding import pad_system_sizes, system_interaction_sizes
 from reaxopt.cluster.sizes import Cutoffs, InteractionSizes
+from reaxopt.device import on_device
 from reaxopt.energy.total import (System, energy_forces_charges, energy_forces_virial,
                                   energy_terms)
 from reaxopt.evaluate import build_system, pad_system, stack_systems
@@ -286,7 +287,7 @@ def build_model(structures: list[Structure], params: Params, topology: Topology,
         members = clustering.members(c)
         positions, system = stack_systems([pad_system(*built[m], pad_system_sizes(padded))
                                            for m in members])
-        batches.append((jnp.asarray(positions), jax.tree_util.tree_map(jnp.asarray, system)))
+        batches.append((on_device(np.asarray(positions)), on_device(system)))
         anchors.append(jnp.asarray(positions))
         cell_anchors.append(jnp.asarray(system.cell))
         rows[members] = offset + np.arange(len(members))
@@ -304,8 +305,7 @@ def refresh_packed(model: Model) -> Model:
     """``model`` with its packed system rebuilt from its batches (host; the previous packing's
     sizes are kept while they suffice, so the compiled shape stays)."""
     previous = () if model.packed is None else model.packed.sizes
-    return dataclasses.replace(model, packed=jax.tree_util.tree_map(
-        jnp.asarray, pack_model(model, previous)))
+    return dataclasses.replace(model, packed=on_device(pack_model(model, previous)))
 
 
 # --------------------------------------------------------------------------------- evaluation

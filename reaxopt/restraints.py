@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reaxopt.device import on_device
 from reaxopt.geometry import bond_angle_torsion, wrapped_angle
 from reaxopt.structure import Restraint
 
@@ -168,4 +169,4 @@ def batch_of(per_row: Sequence[Sequence[Restraint]] | None, rows) -> RestraintAr
     picked = [per_row[int(k)] for k in rows]
     if not any(picked):
         return None
-    return jax.tree_util.tree_map(jnp.asarray, restraint_arrays(picked))
+    return on_device(restraint_arrays(picked))
