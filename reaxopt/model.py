@@ -287,9 +287,10 @@ def build_model(structures: list[Structure], params: Params, topology: Topology,
         members = clustering.members(c)
         positions, system = stack_systems([pad_system(*built[m], pad_system_sizes(padded))
                                            for m in members])
-        batches.append((on_device(np.asarray(positions)), on_device(system)))
-        anchors.append(jnp.asarray(positions))
-        cell_anchors.append(jnp.asarray(system.cell))
+        positions, system = on_device((np.asarray(positions), system))
+        batches.append((positions, system))
+        anchors.append(positions)  # immutable: the lists' anchors start where the batch is
+        cell_anchors.append(system.cell)
         rows[members] = offset + np.arange(len(members))
         offset += len(members)
     model = Model(batches=tuple(batches), order=jnp.asarray(rows), anchors=tuple(anchors),
